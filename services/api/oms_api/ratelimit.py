@@ -1,0 +1,106 @@
+"""Per-user or per-IP rate limits in Redis (`REDIS_URL_RATE_LIMIT`) or in memory.
+
+Built on `limits`, the engine under slowapi, through its asyncio API: slowapi itself checks
+limits with a synchronous Redis client, which would block the event loop on every request.
+The key is the user id when a valid bearer token is present, else the client IP, where
+`X-Forwarded-For` is believed only when the direct peer is a trusted proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+
+from fastapi import Response
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from oms.settings import Settings
+from oms_api.problems import ProblemError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: list[str]) -> list[IPNetwork]:
+    return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: list[IPNetwork]) -> str:
+    """The address of whoever sent the request, looking through trusted proxies only."""
+    if peer is None:
+        return "unknown"
+    if not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    # Walk from the nearest hop back: the first address we do not trust is the client.
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _is_trusted(address: str, trusted: list[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    create_order: RateLimitItem
+    get_order: RateLimitItem
+    update_order: RateLimitItem
+    list_orders: RateLimitItem
+    token: RateLimitItem
+    register: RateLimitItem
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimitPolicy:
+        return cls(
+            create_order=parse(settings.RATE_LIMIT_CREATE_ORDER),
+            get_order=parse(settings.RATE_LIMIT_GET_ORDER),
+            update_order=parse(settings.RATE_LIMIT_UPDATE_ORDER),
+            list_orders=parse(settings.RATE_LIMIT_LIST_ORDERS),
+            token=parse(settings.RATE_LIMIT_TOKEN),
+            register=parse(settings.RATE_LIMIT_REGISTER),
+        )
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.RATE_LIMIT_ENABLED
+        self.policy = RateLimitPolicy.from_settings(settings)
+        self.trusted_proxies = parse_networks(settings.TRUSTED_PROXIES)
+        prefix = f"{settings.REDIS_KEY_PREFIX}ratelimit"
+        if settings.REDIS_URL_RATE_LIMIT:
+            uri = "async+" + settings.REDIS_URL_RATE_LIMIT
+            self._storage = storage_from_string(uri, implementation="redispy", key_prefix=prefix)
+        else:
+            self._storage = storage_from_string("async+memory://")
+        self._strategy = MovingWindowRateLimiter(self._storage)
+
+    async def check(self, item: RateLimitItem, scope: str, key: str, response: Response) -> None:
+        allowed = await self._strategy.hit(item, scope, key)
+        stats = await self._strategy.get_window_stats(item, scope, key)
+        reset_in = max(0, math.ceil(stats.reset_time - time.time()))
+        headers = {
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": str(stats.remaining),
+            "X-RateLimit-Reset": str(int(stats.reset_time)),
+        }
+        if not allowed:
+            raise ProblemError(
+                429,
+                f"Rate limit of {item} exceeded for {scope}; retry in {reset_in} s.",
+                headers={**headers, "Retry-After": str(max(1, reset_in))},
+                limit=str(item),
+            )
+        response.headers.update(headers)
+
+    async def reset(self) -> None:
+        await self._strategy.storage.reset()

@@ -1,0 +1,1 @@
+"""HTTP routers: thin adapters from HTTP to the domain services."""

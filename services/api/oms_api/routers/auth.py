@@ -1,0 +1,88 @@
+"""Registration, tokens and the public keys that verify them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, status
+
+from oms.schemas import TokenOut, UserOut, UserRegister
+from oms.security.passwords import hash_password_async, verify_password_async
+from oms.security.tokens import issue_access_token
+from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
+from oms_api.deps import SessionDep, StateDep, rate_limited
+from oms_api.problems import ProblemError, problem_openapi
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=problem_openapi(409, 422, 429),
+    dependencies=[Depends(rate_limited("register", lambda p: p.register))],
+    summary="Create an account",
+)
+@router.post(
+    "/register/",
+    status_code=201,
+    response_model=UserOut,
+    include_in_schema=False,
+    dependencies=[Depends(rate_limited("register", lambda p: p.register))],
+)
+async def register(body: UserRegister, session: SessionDep) -> UserOut:
+    hashed = await hash_password_async(body.password)
+    try:
+        async with session.begin():
+            user = await UserRepository(session).add(body.email, hashed)
+    except EmailAlreadyRegisteredError as error:
+        raise ProblemError(
+            409,
+            "An account with this email already exists.",
+            kind="email-taken",
+            title="Email already registered",
+        ) from error
+    return UserOut.model_validate(user)
+
+
+@router.post(
+    "/token",
+    response_model=TokenOut,
+    responses=problem_openapi(401, 422, 429),
+    dependencies=[Depends(rate_limited("token", lambda p: p.token))],
+    summary="Exchange email and password for an access token (OAuth2 password flow)",
+)
+@router.post(
+    "/token/",
+    response_model=TokenOut,
+    include_in_schema=False,
+    dependencies=[Depends(rate_limited("token", lambda p: p.token))],
+)
+async def token(
+    username: Annotated[str, Form(description="The account's email.", max_length=320)],
+    password: Annotated[str, Form(max_length=128)],
+    session: SessionDep,
+    state: StateDep,
+) -> TokenOut:
+    async with session.begin():
+        user = await UserRepository(session).get_by_email(username.strip())
+    # verify_password checks a dummy hash when the user is unknown: same cost either way.
+    valid = await verify_password_async(password, user.hashed_password if user else None)
+    if user is None or not valid:
+        raise ProblemError(
+            401,
+            "Incorrect email or password.",
+            kind="invalid-credentials",
+            title="Invalid credentials",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    access_token, expires_in = issue_access_token(
+        state.settings, state.keys.current(), user.id, user.role
+    )
+    return TokenOut(access_token=access_token, expires_in=expires_in)
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify our access tokens")
+async def jwks(state: StateDep) -> dict[str, Any]:
+    return state.keys.current().jwks()

@@ -1,0 +1,49 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import text
+
+from oms_api.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/health", summary="Liveness: the process serves requests")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+    except Exception as error:
+        return name, f"error: {type(error).__name__}"
+    return name, "ok"
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: the database and the cache answer",
+    responses={503: {"description": "A dependency does not answer; the body says which"}},
+)
+async def ready(state: StateDep) -> ORJSONResponse:
+    async def database() -> None:
+        async with state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    results = dict(
+        await asyncio.gather(_check("database", database()), _check("cache", state.cache.ping()))
+    )
+    healthy = all(value == "ok" for value in results.values())
+    return ORJSONResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": results},
+        status_code=200 if healthy else 503,
+    )

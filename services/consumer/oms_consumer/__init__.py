@@ -1,0 +1,1 @@
+"""oms_consumer."""

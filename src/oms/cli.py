@@ -1,0 +1,94 @@
+"""`oms`: administrative verbs (migrate, create-admin, generate-keys)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from oms.db.models import UserRole
+from oms.db.session import create_engine, create_session_factory
+from oms.schemas import UserRegister
+from oms.security.keys import generate_private_key, key_id, private_key_to_pem
+from oms.security.passwords import hash_password_async
+from oms.settings import get_settings
+from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from oms.migrations.runner import upgrade
+
+    settings = get_settings()
+    upgrade(settings, args.revision)
+    print(f"database at {settings.database_url.render_as_string()} is at {args.revision}")
+    return 0
+
+
+async def _create_admin(email: str, password: str) -> int:
+    body = UserRegister(email=email, password=password)
+    engine = create_engine(get_settings())
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            repository = UserRepository(session)
+            existing = await repository.get_by_email(body.email)
+            if existing is not None:
+                existing.role = UserRole.ADMIN
+                print(f"user {existing.id} <{existing.email}> is now an admin")
+                return 0
+            hashed = await hash_password_async(body.password)
+            user = await repository.add(body.email, hashed, role=UserRole.ADMIN)
+            print(f"created admin {user.id} <{user.email}>")
+            return 0
+    except EmailAlreadyRegisteredError:
+        print("that email was registered concurrently; run the command again", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+
+
+def _create_admin_cmd(args: argparse.Namespace) -> int:
+    password = args.password or os.environ.get("OMS_ADMIN_PASSWORD") or getpass.getpass()
+    return asyncio.run(_create_admin(args.email, password))
+
+
+def _generate_keys(args: argparse.Namespace) -> int:
+    key = generate_private_key(args.bits)
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(private_key_to_pem(key))
+    target.chmod(0o600)
+    print(f"wrote {target} (kid {key_id(key.public_key())})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oms", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    migrate = verbs.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(handler=_migrate)
+
+    admin = verbs.add_parser("create-admin", help="create an admin (or promote a user)")
+    admin.add_argument("email")
+    admin.add_argument("--password", help="default: $OMS_ADMIN_PASSWORD, else a prompt")
+    admin.set_defaults(handler=_create_admin_cmd)
+
+    keys = verbs.add_parser("generate-keys", help="write a new RSA signing key (PEM)")
+    keys.add_argument("--out", default="data/jwt/private.pem")
+    keys.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
+    keys.set_defaults(handler=_generate_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""RSA signing keys and the set of public keys we accept (JWKS), with rotation.
+
+Sources, first match wins: `JWT_PRIVATE_KEY` (PEM in the environment), `JWT_PRIVATE_KEY_PATH`
+(a file, e.g. a mounted Secret), and in development a pair generated once under
+`DATA_DIR/jwt/`. `JWT_JWKS_PATH` adds public keys that stay valid after a rotation. Key ids are
+RFC 7638 thumbprints, so every process (API, operator) derives the same `kid` from a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from oms.settings import Settings
+
+
+class KeyConfigurationError(RuntimeError):
+    """No usable signing key: the message says which setting to fix."""
+
+
+def generate_private_key(key_size: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+
+
+def private_key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_to_pem(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyConfigurationError("JWT signing key must be an RSA private key")
+    return key
+
+
+def public_jwk(key: rsa.RSAPublicKey) -> dict[str, Any]:
+    """The public key as a JWK with `kid` (RFC 7638 thumbprint), `use` and `alg`."""
+    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key, as_dict=True)
+    jwk["kid"] = key_id(key)
+    jwk["use"] = "sig"
+    jwk["alg"] = "RS256"
+    return jwk
+
+
+def key_id(key: rsa.RSAPublicKey) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
+    jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
+    canonical = json.dumps(
+        {"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True
+    )
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The active signing key and every public key a token may be verified with."""
+
+    signing_key: rsa.RSAPrivateKey
+    signing_kid: str
+    verification_keys: dict[str, rsa.RSAPublicKey] = field(default_factory=dict)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [public_jwk(key) for key in self.verification_keys.values()]}
+
+
+def build_key_set(
+    signing_key: rsa.RSAPrivateKey, extra_public: list[rsa.RSAPublicKey] | None = None
+) -> KeySet:
+    public = signing_key.public_key()
+    kid = key_id(public)
+    keys = {kid: public}
+    for extra in extra_public or []:
+        keys.setdefault(key_id(extra), extra)
+    return KeySet(signing_key=signing_key, signing_kid=kid, verification_keys=keys)
+
+
+def parse_jwks(document: dict[str, Any]) -> list[rsa.RSAPublicKey]:
+    keys: list[rsa.RSAPublicKey] = []
+    for entry in document.get("keys", []):
+        if entry.get("kty") != "RSA":
+            continue
+        key = RSAAlgorithm.from_jwk(entry)
+        if isinstance(key, rsa.RSAPublicKey):
+            keys.append(key)
+    return keys
+
+
+def _dev_key_path(settings: Settings) -> Path:
+    return settings.DATA_DIR / "jwt" / "private.pem"
+
+
+def _ensure_dev_key(path: Path) -> bytes:
+    if path.exists():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = private_key_to_pem(generate_private_key())
+    # Created with 0600 and O_EXCL: two processes starting at once keep the first key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return pem
+
+
+def _watched_files(settings: Settings) -> list[Path]:
+    files = [settings.JWT_PRIVATE_KEY_PATH, settings.JWT_JWKS_PATH]
+    return [path for path in files if path is not None]
+
+
+def load_key_set(settings: Settings) -> KeySet:
+    if settings.JWT_PRIVATE_KEY is not None:
+        pem = settings.JWT_PRIVATE_KEY.get_secret_value().encode()
+    elif settings.JWT_PRIVATE_KEY_PATH is not None:
+        try:
+            pem = settings.JWT_PRIVATE_KEY_PATH.read_bytes()
+        except OSError as error:
+            raise KeyConfigurationError(
+                f"JWT_PRIVATE_KEY_PATH={settings.JWT_PRIVATE_KEY_PATH} cannot be read: {error}"
+            ) from error
+    elif settings.JWT_AUTO_GENERATE_KEYS:
+        pem = _ensure_dev_key(_dev_key_path(settings))
+    else:
+        raise KeyConfigurationError(
+            "No JWT signing key: set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_PATH "
+            "(or JWT_AUTO_GENERATE_KEYS=true for development)"
+        )
+    extra: list[rsa.RSAPublicKey] = []
+    if settings.JWT_JWKS_PATH is not None and settings.JWT_JWKS_PATH.exists():
+        extra = parse_jwks(json.loads(settings.JWT_JWKS_PATH.read_text()))
+    return build_key_set(load_private_key(pem), extra)
+
+
+class KeyStore:
+    """Holds the current KeySet; re-reads mounted key files when they change (rotation).
+
+    The files are stat-ed at most every `JWT_KEY_RELOAD_SECONDS`, never per request.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._key_set = load_key_set(settings)
+        self._stamp = self._files_stamp()
+        self._checked_at = time.monotonic()
+
+    def _files_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for path in _watched_files(self._settings):
+            try:
+                stamps.append(path.stat().st_mtime)
+            except OSError:
+                stamps.append(-1.0)
+        return tuple(stamps)
+
+    def current(self) -> KeySet:
+        interval = self._settings.JWT_KEY_RELOAD_SECONDS
+        if interval and time.monotonic() - self._checked_at >= interval:
+            self._maybe_reload()
+        return self._key_set
+
+    def _maybe_reload(self) -> None:
+        with self._lock:
+            self._checked_at = time.monotonic()
+            stamp = self._files_stamp()
+            if stamp == self._stamp:
+                return
+            try:
+                self._key_set = load_key_set(self._settings)
+            except (KeyConfigurationError, OSError, ValueError):
+                return  # A half-written Secret update: keep serving with the previous keys.
+            self._stamp = stamp

@@ -1,0 +1,128 @@
+"""One Settings object for every process, read from the environment and `.env`.
+
+Variable names follow the specification (POSTGRES_*, REDIS_URL*, RABBITMQ_URL); ours are
+prefixed by their concern (JWT_*, CORS_*, RATE_LIMIT_*, ...). Unset backends fall back to the
+embedded default so that `make run` works with nothing installed: SQLite instead of PostgreSQL,
+in-process memory instead of Redis, an in-process dispatcher instead of RabbitMQ + Celery.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- Database -------------------------------------------------------------------------
+    DATABASE_URL: str | None = Field(
+        default=None, description="Full SQLAlchemy URL; overrides POSTGRES_* when set."
+    )
+    POSTGRES_HOST: str | None = None
+    POSTGRES_PORT: int = 5432
+    POSTGRES_DB: str = "order_db"
+    POSTGRES_USER: str = "postgres"
+    POSTGRES_PASSWORD: SecretStr = SecretStr("")
+    DB_POOL_SIZE: int = Field(default=10, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    DB_ECHO: bool = False
+
+    # --- Redis (cache, rate limits, Celery results) ----------------------------------------
+    REDIS_URL: str | None = None
+    REDIS_URL_RATE_LIMIT: str | None = None
+    REDIS_URL_CELERY: str | None = None
+    REDIS_KEY_PREFIX: str = Field(
+        default="", description="Prefix for every key we write (isolates tenants and tests)."
+    )
+    ORDER_CACHE_TTL_SECONDS: int = Field(default=300, ge=1)
+
+    # --- RabbitMQ ---------------------------------------------------------------------------
+    RABBITMQ_URL: str | None = None
+
+    # --- HTTP server ------------------------------------------------------------------------
+    HOST: str = "127.0.0.1"
+    PORT: int = 8000
+    API_WORKERS: int = Field(default=1, ge=1)
+    LOG_LEVEL: str = "INFO"
+    DATA_DIR: Path = Path("data")
+
+    # --- Auth -------------------------------------------------------------------------------
+    JWT_PRIVATE_KEY: SecretStr | None = Field(default=None, description="Signing key PEM.")
+    JWT_PRIVATE_KEY_PATH: Path | None = None
+    JWT_JWKS_PATH: Path | None = Field(
+        default=None, description="JWKS of every accepted public key (rotation)."
+    )
+    JWT_AUTO_GENERATE_KEYS: bool = Field(
+        default=True, description="Development: create a key pair under DATA_DIR when none set."
+    )
+    JWT_KEY_RELOAD_SECONDS: float = Field(default=10.0, ge=0)
+    JWT_ISSUER: str = "order-management-system"
+    JWT_AUDIENCE: str = "orders-api"
+    JWT_ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    JWT_LEEWAY_SECONDS: int = Field(default=30, ge=0)
+
+    # --- CORS -------------------------------------------------------------------------------
+    CORS_ORIGINS: CommaList = Field(default_factory=list)
+    CORS_ALLOW_CREDENTIALS: bool = False
+
+    # --- Rate limits (slowapi / limits syntax) -----------------------------------------------
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_CREATE_ORDER: str = "5/minute"
+    RATE_LIMIT_GET_ORDER: str = "10/minute"
+    RATE_LIMIT_UPDATE_ORDER: str = "5/minute"
+    RATE_LIMIT_LIST_ORDERS: str = "10/minute"
+    RATE_LIMIT_TOKEN: str = "10/minute"
+    RATE_LIMIT_REGISTER: str = "5/minute"
+    TRUSTED_PROXIES: CommaList = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
+    )
+
+    # --- Orders -----------------------------------------------------------------------------
+    IDEMPOTENCY_KEY_TTL_HOURS: int = Field(default=24, ge=1)
+    ORDERS_PAGE_MAX: int = Field(default=100, ge=1)
+
+    # --- Pipeline ---------------------------------------------------------------------------
+    ORDER_TASK_MAX_RETRIES: int = Field(default=3, ge=0)
+    ORDER_TASK_RETRY_DELAY_SECONDS: float = Field(default=60.0, ge=0)
+    OUTBOX_BATCH_SIZE: int = Field(default=100, ge=1)
+    OUTBOX_POLL_SECONDS: float = Field(default=1.0, gt=0)
+    RUN_OUTBOX_RELAY: bool = Field(default=True, description="Run the relay inside the API.")
+
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def database_url(self) -> URL:
+        if self.DATABASE_URL:
+            return make_url(self.DATABASE_URL)
+        if self.POSTGRES_HOST:
+            return URL.create(
+                "postgresql+asyncpg",
+                username=self.POSTGRES_USER,
+                password=self.POSTGRES_PASSWORD.get_secret_value() or None,
+                host=self.POSTGRES_HOST,
+                port=self.POSTGRES_PORT,
+                database=self.POSTGRES_DB,
+            )
+        return URL.create("sqlite+aiosqlite", database=str(self.DATA_DIR / "oms.db"))
+
+    @property
+    def database_backend(self) -> Literal["postgresql", "sqlite"]:
+        return "sqlite" if self.database_url.get_backend_name() == "sqlite" else "postgresql"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Users: accounts and their repository."""

@@ -1,0 +1,146 @@
+"""Shared fixtures: every test gets its own database (PostgreSQL or SQLite) and Redis prefix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from oms.migrations.runner import upgrade_async
+from oms.security.keys import generate_private_key, private_key_to_pem
+from oms.settings import Settings
+from oms_api.app import create_app
+from tests import infra
+
+BACKENDS = ["postgres", "sqlite"]
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem() -> str:
+    return private_key_to_pem(generate_private_key()).decode()
+
+
+@pytest.fixture(scope="session")
+async def pg_template() -> AsyncIterator[str]:
+    """One migrated database per test session; each test clones it (much faster than migrating)."""
+    name = infra.unique_name(f"oms_tpl_{os.getpid()}")
+    await infra.create_database(name)
+    try:
+        await upgrade_async(infra.postgres_settings(name, "tpl:", Path("/tmp")))
+        yield name
+    finally:
+        await infra.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    await upgrade_async(infra.sqlite_settings(path, path.parent))
+    return path
+
+
+SettingsFactory = Callable[..., Awaitable[Settings]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_settings(
+    backend: str,
+    pg_template: str,
+    sqlite_template: Path,
+    tmp_path: Path,
+    signing_key_pem: str,
+) -> AsyncIterator[SettingsFactory]:
+    """Build isolated settings for this test; may be called again with different overrides."""
+    created_dbs: list[str] = []
+    prefixes: list[str] = []
+
+    async def factory(**overrides: Any) -> Settings:
+        overrides.setdefault("JWT_PRIVATE_KEY", signing_key_pem)
+        if backend == "postgres":
+            name = infra.unique_name("oms_test")
+            await infra.create_database(name, template=pg_template)
+            created_dbs.append(name)
+            prefix = f"test:{name}:"
+            prefixes.append(prefix)
+            return infra.postgres_settings(name, prefix, tmp_path, **overrides)
+        db_file = tmp_path / f"{infra.unique_name('oms')}.db"
+        infra.copy_file(sqlite_template, db_file)
+        return infra.sqlite_settings(db_file, tmp_path, **overrides)
+
+    yield factory
+    for prefix in prefixes:
+        await infra.delete_redis_prefix(prefix)
+    for name in created_dbs:
+        await infra.drop_database(name)
+
+
+@pytest.fixture
+async def settings(make_settings: SettingsFactory) -> Settings:
+    return await make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@dataclass
+class Account:
+    id: int
+    email: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+AccountFactory = Callable[..., Awaitable[Account]]
+
+
+@pytest.fixture
+def make_account(client: httpx.AsyncClient) -> AccountFactory:
+    counter = 0
+
+    async def factory(email: str | None = None, password: str = "secret123") -> Account:
+        nonlocal counter
+        counter += 1
+        email = email or f"user{counter}@example.com"
+        registered = await client.post("/register", json={"email": email, "password": password})
+        assert registered.status_code == 201, registered.text
+        token = await client.post("/token", data={"username": email, "password": password})
+        assert token.status_code == 200, token.text
+        return Account(registered.json()["id"], email, password, token.json()["access_token"])
+
+    return factory
+
+
+@pytest.fixture
+async def alice(make_account: AccountFactory) -> Account:
+    return await make_account("alice@example.com")
+
+
+@pytest.fixture
+async def bob(make_account: AccountFactory) -> Account:
+    return await make_account("bob@example.com")
