@@ -9,6 +9,13 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv/bin/uv)
 RUN := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
+# Feature makefiles (mk/*.mk) add their own targets and hook into `make test` by appending to:
+#   CHECKS        - targets run after lint/typecheck, before pytest (e.g. helm lint)
+#   TEST_TOOLS    - targets that install tools the tests need (helm, promtool, ...)
+CHECKS :=
+TEST_TOOLS :=
+-include mk/*.mk
+
 .PHONY: help
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,11 +53,11 @@ typecheck: install ## mypy (strict)
 	$(RUN) mypy
 
 .PHONY: pytest
-pytest: install services ## run every test
+pytest: install services $(TEST_TOOLS) ## run every test
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: install services lint typecheck pytest ## lint, type-check and run every test
+test: install services lint typecheck $(CHECKS) pytest ## lint, type-check and run every test
 
 .PHONY: clean
 clean: ## remove local state (data/, caches); keeps .venv and .tools

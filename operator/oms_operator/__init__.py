@@ -1,0 +1,1 @@
+"""oms_operator: the Kopf operator for the OrderSystem resource."""
