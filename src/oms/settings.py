@@ -95,6 +95,28 @@ class Settings(BaseSettings):
     OUTBOX_BATCH_SIZE: int = Field(default=100, ge=1)
     OUTBOX_POLL_SECONDS: float = Field(default=1.0, gt=0)
     RUN_OUTBOX_RELAY: bool = Field(default=True, description="Run the relay inside the API.")
+    OUTBOX_RETENTION_HOURS: float = Field(
+        default=24.0, gt=0, description="Sent outbox rows older than this are purged."
+    )
+    OUTBOX_PUBLISH_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    OUTBOX_MAX_BACKOFF_SECONDS: float = Field(
+        default=30.0, gt=0, description="Cap of the relay's exponential back-off while down."
+    )
+    CELERY_BROKER_URL: str | None = Field(
+        default=None, description="Celery's broker; defaults to RABBITMQ_URL."
+    )
+    CONSUMER_PREFETCH: int = Field(default=32, ge=1, le=65535)
+    CONSUMER_METRICS_PORT: int = Field(default=9101, ge=0, le=65535)
+    CONSUMER_DISPATCH_ATTEMPTS: int = Field(
+        default=3, ge=1, description="Tries to hand one message to Celery before requeueing it."
+    )
+    CONSUMER_RECONNECT_SECONDS: float = Field(default=2.0, gt=0)
+    CONSUMER_SHUTDOWN_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
+    WORKER_METRICS_PORT: int = Field(default=9102, ge=0, le=65535)
+    WORKER_CONCURRENCY: int = Field(default=2, ge=1)
+    ORDER_PROCESSING_DELAY_SECONDS: float = Field(
+        default=0.0, ge=0, description="Artificial work per order (demos and fault tests only)."
+    )
 
     @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""The order pipeline: outbox relay, RabbitMQ topology, processing, Celery configuration."""
