@@ -144,3 +144,18 @@ async def alice(make_account: AccountFactory) -> Account:
 @pytest.fixture
 async def bob(make_account: AccountFactory) -> Account:
     return await make_account("bob@example.com")
+
+
+@pytest.fixture
+async def admin(settings: Settings, client: httpx.AsyncClient) -> Account:
+    from oms.cli import create_admin
+
+    email, password = "admin@example.com", "adminpass1"
+    assert await create_admin(settings, email, password) == 0
+    token = await client.post("/token", data={"username": email, "password": password})
+    assert token.status_code == 200, token.text
+    me = token.json()["access_token"]
+    import jwt
+
+    user_id = int(jwt.decode(me, options={"verify_signature": False})["sub"])
+    return Account(user_id, email, password, me)

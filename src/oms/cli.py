@@ -14,7 +14,7 @@ from oms.db.session import create_engine, create_session_factory
 from oms.schemas import UserRegister
 from oms.security.keys import generate_private_key, key_id, private_key_to_pem
 from oms.security.passwords import hash_password_async
-from oms.settings import get_settings
+from oms.settings import Settings, get_settings
 from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
 
 
@@ -27,9 +27,10 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_admin(email: str, password: str) -> int:
+async def create_admin(settings: Settings, email: str, password: str) -> int:
+    """Create an admin account, or promote an existing user; returns the process exit code."""
     body = UserRegister(email=email, password=password)
-    engine = create_engine(get_settings())
+    engine = create_engine(settings)
     try:
         async with create_session_factory(engine)() as session, session.begin():
             repository = UserRepository(session)
@@ -51,7 +52,7 @@ async def _create_admin(email: str, password: str) -> int:
 
 def _create_admin_cmd(args: argparse.Namespace) -> int:
     password = args.password or os.environ.get("OMS_ADMIN_PASSWORD") or getpass.getpass()
-    return asyncio.run(_create_admin(args.email, password))
+    return asyncio.run(create_admin(get_settings(), args.email, password))
 
 
 def _generate_keys(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from oms.db.models import OrderStatus, UserRole
@@ -58,10 +59,28 @@ class TokenOut(BaseModel):
     expires_in: int = Field(description="Seconds until the token expires.")
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 class OrderItem(BaseModel):
     """One line of an order. Unknown fields (sku, price, ...) are kept as given."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        # PostgreSQL can store NUL neither in text nor in JSONB: refuse it up front.
+        if _contains_nul(value):
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+        return value
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     quantity: Annotated[int, Field(ge=1, le=1_000_000)]

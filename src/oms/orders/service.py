@@ -120,6 +120,8 @@ class OrderService:
                         return CreatedOrder(replay, replayed=True)
                 order = self._add_order(user_id, payload, trace_headers or {})
                 if idempotency_key:
+                    # The key references the order: the order's row must exist first.
+                    await self._session.flush()
                     self._session.add(
                         IdempotencyKey(
                             user_id=user_id,
@@ -129,14 +131,15 @@ class OrderService:
                         )
                     )
                 await self._session.flush()
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            # A concurrent request with the same key committed first: answer as it did.
-            async with self._session.begin():
-                replay = await self._replay(user_id, idempotency_key, fingerprint)
+        except IntegrityError as error:
+            # Either a concurrent request with the same key committed first (answer as it
+            # did), or the user was deleted after their token was issued.
+            replay = None
+            if idempotency_key:
+                async with self._session.begin():
+                    replay = await self._replay(user_id, idempotency_key, fingerprint)
             if replay is None:
-                raise
+                raise UserNotFoundError(user_id) from error
             return CreatedOrder(replay, replayed=True)
         if self._on_outbox_write is not None:
             self._on_outbox_write()

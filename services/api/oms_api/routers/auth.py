@@ -15,6 +15,9 @@ from oms_api.problems import ProblemError, problem_openapi
 
 router = APIRouter(tags=["auth"])
 
+# PostgreSQL rejects NUL in text parameters; refuse control characters as invalid input.
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+
 
 @router.post(
     "/register",
@@ -60,8 +63,10 @@ async def register(body: UserRegister, session: SessionDep) -> UserOut:
     dependencies=[Depends(rate_limited("token", lambda p: p.token))],
 )
 async def token(
-    username: Annotated[str, Form(description="The account's email.", max_length=320)],
-    password: Annotated[str, Form(max_length=128)],
+    username: Annotated[
+        str, Form(description="The account's email.", max_length=320, pattern=NO_CONTROL_CHARS)
+    ],
+    password: Annotated[str, Form(max_length=128, pattern=NO_CONTROL_CHARS)],
     session: SessionDep,
     state: StateDep,
 ) -> TokenOut:

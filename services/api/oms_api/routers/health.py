@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from oms_api.deps import StateDep
@@ -34,7 +34,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     summary="Readiness: the database and the cache answer",
     responses={503: {"description": "A dependency does not answer; the body says which"}},
 )
-async def ready(state: StateDep) -> ORJSONResponse:
+async def ready(state: StateDep) -> JSONResponse:
     async def database() -> None:
         async with state.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -43,7 +43,7 @@ async def ready(state: StateDep) -> ORJSONResponse:
         await asyncio.gather(_check("database", database()), _check("cache", state.cache.ping()))
     )
     healthy = all(value == "ok" for value in results.values())
-    return ORJSONResponse(
+    return JSONResponse(
         {"status": "ok" if healthy else "unavailable", "checks": results},
         status_code=200 if healthy else 503,
     )

@@ -1,0 +1,106 @@
+"""Schema-driven fuzzing of the running API: no generated request may get a 5xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.live import LiveApi, live_api
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiveApi, dict[str, str]]]:
+    with live_api(tmp_path_factory.mktemp("fuzz"), RATE_LIMIT_ENABLED="false") as api:
+        with httpx.Client(base_url=api.url) as http:
+            assert (
+                http.post(
+                    "/register", json={"email": "fuzz@example.com", "password": "fuzz1234"}
+                ).status_code
+                == 201
+            )
+            token = http.post(
+                "/token", data={"username": "fuzz@example.com", "password": "fuzz1234"}
+            ).json()["access_token"]
+        yield api, {"Authorization": f"Bearer {token}"}
+
+
+def test_no_schema_generated_request_gets_a_server_error(
+    fuzz_target: tuple[LiveApi, dict[str, str]],
+) -> None:
+    """Every operation of our OpenAPI document, with inputs schemathesis derives from it."""
+    api, auth = fuzz_target
+    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 8
+    cases = st.one_of([operation.as_strategy() for operation in operations])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=cases)
+    def check(case: schemathesis.Case) -> None:
+        response = case.call(headers=auth)
+        assert response.status_code < 500, (case.method, case.formatted_path, response.text)
+
+    check()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+order_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "items": st.lists(
+            st.fixed_dictionaries({}, optional={"name": json_values, "quantity": json_values}),
+            max_size=3,
+        )
+        | json_values,
+        "total_price": json_values | st.decimals(allow_nan=True).map(str),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=order_like | json_values)
+def test_arbitrary_json_to_create_order_is_never_a_server_error(
+    fuzz_target: tuple[LiveApi, dict[str, str]], body: object
+) -> None:
+    api, auth = fuzz_target
+    response = httpx.post(f"{api.url}/orders/", json=body, headers=auth, timeout=10)
+    assert response.status_code in {201, 422}, response.text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    raw=st.binary(max_size=200),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
+    ),
+)
+def test_arbitrary_bytes_are_never_a_server_error(
+    fuzz_target: tuple[LiveApi, dict[str, str]], raw: bytes, content_type: str
+) -> None:
+    api, auth = fuzz_target
+    for path in ("/orders/", "/register", "/token"):
+        response = httpx.post(
+            f"{api.url}{path}",
+            content=raw,
+            headers={**auth, "content-type": content_type},
+            timeout=10,
+        )
+        assert response.status_code < 500, (path, response.text)
+
+
+def test_fuzz_server_is_isolated(tmp_path: Path) -> None:
+    assert not (tmp_path / "oms.db").exists()

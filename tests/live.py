@@ -1,0 +1,91 @@
+"""Run the real `oms-api` process against an isolated PostgreSQL database (for black-box tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests import infra
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before serving {url}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not become healthy in {timeout}s")
+
+
+@dataclass
+class LiveApi:
+    url: str
+    env: dict[str, str]
+
+
+def postgres_env(database: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("POSTGRES_", "REDIS_", "RABBITMQ_", "DATABASE_", "JWT_"))
+    }
+    env.update(
+        POSTGRES_HOST=infra.PG_HOST,
+        POSTGRES_PORT=str(infra.PG_PORT),
+        POSTGRES_USER=infra.PG_USER,
+        POSTGRES_DB=database,
+        REDIS_URL=f"{infra.REDIS_BASE}/0",
+        REDIS_URL_RATE_LIMIT=f"{infra.REDIS_BASE}/1",
+        REDIS_URL_CELERY=f"{infra.REDIS_BASE}/2",
+        REDIS_KEY_PREFIX=prefix,
+        DATA_DIR=str(data_dir),
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def live_api(data_dir: Path, **extra: str) -> Iterator[LiveApi]:
+    database = infra.unique_name("oms_live")
+    asyncio.run(infra.create_database(database))
+    port = free_port()
+    env = postgres_env(
+        database, f"test:{database}:", data_dir, HOST="127.0.0.1", PORT=str(port), **extra
+    )
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "oms.cli", "migrate"], env=env, check=True, capture_output=True
+        )
+        process = subprocess.Popen([sys.executable, "-m", "oms_api.main"], env=env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(f"{url}/health", process)
+        yield LiveApi(url, env)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=15)
+        asyncio.run(infra.delete_redis_prefix(f"test:{database}:"))
+        asyncio.run(infra.drop_database(database))
