@@ -28,6 +28,8 @@ _BLANK_BACKENDS: dict[str, Any] = {
     "REDIS_URL_RATE_LIMIT": None,
     "REDIS_URL_CELERY": None,
     "RABBITMQ_URL": None,
+    # Off unless a test asks: an in-process relay would process orders behind API tests' backs.
+    "RUN_OUTBOX_RELAY": False,
 }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from oms.cache import MemoryOrderCache, OrderCache, RedisOrderCache
 from oms.db.session import create_engine, create_session_factory
+from oms.pipeline.relay import OutboxRelay
 from oms.security.keys import KeyStore
 from oms.settings import Settings
 from oms_api.ratelimit import RateLimiter
@@ -27,6 +28,9 @@ class AppState:
     rate_limiter: RateLimiter
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Publishes the outbox (RabbitMQ, or in-process when none is configured); None when
+    # RUN_OUTBOX_RELAY is off, e.g. because a separate relay process does it.
+    outbox_relay: OutboxRelay | None = None
 
 
 @asynccontextmanager
@@ -49,8 +53,15 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         cache=cache,
         rate_limiter=RateLimiter(settings),
     )
+    if settings.RUN_OUTBOX_RELAY:
+        state.outbox_relay = OutboxRelay.from_settings(
+            settings, state.session_factory, cache, state.outbox_wakeup
+        )
+        state.outbox_relay.start()
     try:
         yield state
     finally:
+        if state.outbox_relay is not None:
+            await state.outbox_relay.stop()
         await cache.close()
         await engine.dispose()

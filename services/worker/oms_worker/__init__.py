@@ -1,1 +1,1 @@
-"""oms_worker."""
+"""The Celery worker service: runs `process_order_task` (see oms_worker.app)."""

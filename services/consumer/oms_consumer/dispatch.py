@@ -1,0 +1,78 @@
+"""Handing an event to Celery without blocking the event loop.
+
+kombu publishes synchronously (and, with `confirm_publish`, waits for the broker's ack), so each
+send runs in a small thread pool; the coroutine resumes once the broker has the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from celery import Celery
+
+from oms.messaging.contracts import OrderCreatedEvent
+from oms.pipeline.celery_config import PROCESS_ORDER_TASK
+
+logger = logging.getLogger("oms.consumer.dispatch")
+
+
+class DispatchError(RuntimeError):
+    """Celery's broker did not accept the task after every attempt."""
+
+
+class TaskDispatcher(Protocol):
+    async def dispatch(self, event: OrderCreatedEvent, trace: dict[str, str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CeleryDispatcher:
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        attempts: int = 3,
+        retry_delay_seconds: float = 0.5,
+        threads: int = 8,
+    ) -> None:
+        self._app = app
+        self._attempts = attempts
+        self._retry_delay = retry_delay_seconds
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch")
+        # Build the producer pool once, here, rather than racing to build it in two threads.
+        _ = app.producer_pool
+
+    def _send(self, event: OrderCreatedEvent, trace: dict[str, str]) -> None:
+        self._app.send_task(
+            PROCESS_ORDER_TASK,
+            args=[str(event.order_id)],
+            # The event id as task id: a redelivered event maps to the same task and result key.
+            task_id=str(event.event_id),
+            headers=trace,
+            retry=True,
+        )
+
+    async def dispatch(self, event: OrderCreatedEvent, trace: dict[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await loop.run_in_executor(self._executor, self._send, event, trace)
+                return
+            except Exception as error:
+                logger.warning(
+                    "Celery broker did not take the task",
+                    extra={
+                        "order_id": str(event.order_id),
+                        "attempt": attempt,
+                        "error": repr(error),
+                    },
+                )
+                if attempt == self._attempts:
+                    raise DispatchError(repr(error)) from error
+                await asyncio.sleep(self._retry_delay * attempt)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,57 @@
+"""`oms-consumer`: run the new_order consumer with its probe/metrics port until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import REGISTRY
+
+from oms.logging import configure_logging
+from oms.pipeline.celery_config import create_celery_app
+from oms.pipeline.probes import ProbeServer
+from oms.settings import Settings, get_settings
+from oms_consumer.dispatch import CeleryDispatcher
+from oms_consumer.service import OrderEventConsumer
+
+logger = logging.getLogger("oms.consumer")
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    dispatcher = CeleryDispatcher(
+        create_celery_app(settings, main="oms_consumer"),
+        attempts=settings.CONSUMER_DISPATCH_ATTEMPTS,
+        threads=min(settings.CONSUMER_PREFETCH, 16),
+    )
+    consumer = OrderEventConsumer(settings, dispatcher)
+    probes = ProbeServer(
+        settings.HOST, settings.CONSUMER_METRICS_PORT, consumer.checks, REGISTRY
+    ).start()
+    starting = asyncio.create_task(consumer.start())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is not None:
+            stopping.cancel()
+            await starting  # a failed start ends the process (the orchestrator restarts it)
+        await stopping
+        logger.info("stop requested: draining in-flight messages")
+        await consumer.stop()
+        await starting
+    finally:
+        probes.stop()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging("consumer", settings.LOG_LEVEL)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The Celery application of the worker and its one task, `process_order_task`.
+
+`celery -A oms_worker.app worker` works as well as `oms-worker` (which adds the probe/metrics
+port and the prometheus multiprocess set-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutting_down,
+)
+
+from oms.pipeline.celery_config import PROCESS_ORDER_TASK, create_celery_app
+from oms.pipeline.processing import process_order
+from oms.settings import Settings, get_settings
+from oms_worker.metrics import TASK_SECONDS, TASKS, forget_process
+from oms_worker.runtime import RuntimeHolder
+
+logger = logging.getLogger("oms.worker")
+
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+
+
+class WorkerStatus:
+    """What the main process knows about itself, read by the readiness probe's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        self._stopping = False
+
+    def mark_ready(self) -> None:
+        with self._lock:
+            self._ready = True
+
+    def mark_stopping(self) -> None:
+        with self._lock:
+            self._stopping = True
+
+    def checks(self) -> dict[str, bool]:
+        with self._lock:
+            return {"consuming": self._ready, "not_shutting_down": not self._stopping}
+
+
+def trace_context_of(request: Any) -> dict[str, str]:
+    """Trace headers the consumer attached to the task message (seam for OpenTelemetry)."""
+    found = {name: getattr(request, name, None) for name in TRACE_HEADERS}
+    return {name: value for name, value in found.items() if isinstance(value, str)}
+
+
+def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
+    app = create_celery_app(settings, main="oms_worker")
+    runtimes = RuntimeHolder(settings)
+    status = WorkerStatus()
+
+    @app.task(
+        bind=True,
+        name=PROCESS_ORDER_TASK,
+        max_retries=settings.ORDER_TASK_MAX_RETRIES,
+        default_retry_delay=math.ceil(settings.ORDER_TASK_RETRY_DELAY_SECONDS),
+        acks_late=True,
+        reject_on_worker_lost=True,
+    )
+    def process_order_task(self: Task[Any, Any], order_id: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            order_uuid = uuid.UUID(order_id)
+        except ValueError:
+            TASKS.labels("failed").inc()
+            raise  # a malformed id never becomes valid: no retry
+        runtime = runtimes.current()
+        try:
+            result = runtime.run(
+                process_order(
+                    runtime.session_factory,
+                    runtime.cache,
+                    order_uuid,
+                    delay_seconds=settings.ORDER_PROCESSING_DELAY_SECONDS,
+                )
+            )
+        except Exception as error:
+            retries = int(self.request.retries or 0)
+            if retries >= settings.ORDER_TASK_MAX_RETRIES:
+                TASKS.labels("failed").inc()
+                logger.exception("processing failed for good", extra={"order_id": order_id})
+                raise
+            TASKS.labels("retried").inc()
+            logger.warning(
+                "processing failed; retrying",
+                extra={"order_id": order_id, "retry": retries + 1, "error": repr(error)},
+            )
+            raise self.retry(
+                exc=error, countdown=settings.ORDER_TASK_RETRY_DELAY_SECONDS
+            ) from error
+        finally:
+            TASK_SECONDS.observe(time.perf_counter() - started)
+        TASKS.labels(result.outcome).inc()
+        logger.info(
+            "order processed",
+            extra={**result.as_dict(), "trace": trace_context_of(self.request)},
+        )
+        return result.as_dict()
+
+    def open_child(**_: Any) -> None:
+        runtimes.current()
+
+    def close_child(**_: Any) -> None:
+        runtimes.close()
+        forget_process(os.getpid())
+
+    def ready(**_: Any) -> None:
+        status.mark_ready()
+
+    def stopping(**_: Any) -> None:
+        status.mark_stopping()
+
+    worker_process_init.connect(open_child, weak=False)
+    worker_process_shutdown.connect(close_child, weak=False)
+    worker_ready.connect(ready, weak=False)
+    worker_shutting_down.connect(stopping, weak=False)
+    return app, status
+
+
+app, status = create_worker_app(get_settings())

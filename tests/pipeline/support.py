@@ -1,0 +1,305 @@
+"""Helpers for pipeline and end-to-end tests: RabbitMQ vhosts, service processes, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from oms.db.models import Order, OutboxEvent
+from oms.db.session import create_engine, create_session_factory
+from oms.settings import Settings
+from oms_api.app import create_app
+
+T = TypeVar("T")
+
+RABBITMQ_HOST = "127.0.0.1"
+RABBITMQ_PORT = int(os.environ.get("TEST_RABBITMQ_PORT", "5672"))
+RABBITMQCTL = os.environ.get("TEST_RABBITMQCTL", "rabbitmqctl")
+VENV_BIN = Path(sys.executable).parent
+
+
+async def run_command(*argv: str, env: Mapping[str, str] | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env) if env is not None else None,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv} failed ({process.returncode}): {text}")
+    return text
+
+
+async def create_vhost(name: str, ctl: tuple[str, ...] = (RABBITMQCTL,)) -> None:
+    await run_command(*ctl, "add_vhost", name, "-q")
+    await run_command(*ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*", "-q")
+
+
+async def delete_vhost(name: str, ctl: tuple[str, ...] = (RABBITMQCTL,)) -> None:
+    await run_command(*ctl, "delete_vhost", name, "-q")
+
+
+def amqp_url(vhost: str, port: int = RABBITMQ_PORT) -> str:
+    return f"amqp://guest:guest@{RABBITMQ_HOST}:{port}/{vhost}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    timeout: float,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `message` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+# --- database views -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrderRow:
+    id: uuid.UUID
+    version: int
+    processed: bool
+
+
+async def order_rows(settings: Settings) -> dict[uuid.UUID, OrderRow]:
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as session:
+            rows = (await session.execute(select(Order))).scalars()
+            return {
+                row.id: OrderRow(row.id, row.version, row.processed_at is not None) for row in rows
+            }
+    finally:
+        await engine.dispose()
+
+
+async def unsent_outbox_count(settings: Settings) -> int:
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as session:
+            rows = (
+                await session.execute(select(OutboxEvent.id).where(OutboxEvent.sent_at.is_(None)))
+            ).all()
+            return len(rows)
+    finally:
+        await engine.dispose()
+
+
+# --- RabbitMQ views -------------------------------------------------------------------------
+async def drain_queue(channel: AbstractChannel, queue_name: str) -> list[AbstractIncomingMessage]:
+    """Take (and ack) every message currently in a queue."""
+    queue: AbstractQueue = await channel.get_queue(queue_name, ensure=False)
+    taken: list[AbstractIncomingMessage] = []
+    while (message := await queue.get(fail=False, timeout=5)) is not None:
+        await message.ack()
+        taken.append(message)
+    return taken
+
+
+async def queue_depth(url: str, queue_name: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue_name, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+# --- service processes ----------------------------------------------------------------------
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment that makes a child process build exactly these settings."""
+    names = set(Settings.model_fields)
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    values = settings.model_dump()
+    values.update(overrides)
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, list):
+            env[name] = ",".join(str(item) for item in value)
+        else:
+            env[name] = str(value)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    """One of our services as a real process in its own session (its children die with it)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    health_url: str
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    log_paths: list[Path] = field(default_factory=list)
+
+    def start(self) -> ServiceProcess:
+        self.starts += 1
+        log_path = self.workdir / f"{self.name}.{self.starts}.log"
+        self.log_paths.append(log_path)
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    async def wait_healthy(self, timeout: float = 60.0) -> None:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+
+            async def healthy() -> bool:
+                if not self.running:
+                    raise AssertionError(f"{self.name} exited early:\n{self.logs()[-4000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get(self.health_url)).status_code == 200
+                return False
+
+            await eventually(healthy, timeout, interval=0.2, message=f"{self.name} to be ready")
+
+    def kill(self, signum: signal.Signals = signal.SIGKILL) -> None:
+        """Signal the whole process group (a prefork worker and its children)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
+    async def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        process = self.process
+
+        async def exited() -> bool:
+            return process.poll() is not None
+
+        await eventually(exited, timeout, interval=0.1, message=f"{self.name} to exit")
+        return int(process.returncode)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        if not self.running:
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            await self.wait_exit(timeout)
+        except AssertionError:
+            self.kill(signal.SIGKILL)
+            await self.wait_exit(5)
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in self.log_paths if path.exists()
+        )
+
+
+def api_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
+    return ServiceProcess(
+        "api",
+        [str(VENV_BIN / "oms-api")],
+        settings_env(settings, PORT=port, **env),
+        workdir,
+        f"http://127.0.0.1:{port}/health/ready",
+    )
+
+
+def consumer_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
+    return ServiceProcess(
+        "consumer",
+        [str(VENV_BIN / "oms-consumer")],
+        settings_env(settings, CONSUMER_METRICS_PORT=port, **env),
+        workdir,
+        f"http://127.0.0.1:{port}/health/ready",
+    )
+
+
+def worker_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
+    return ServiceProcess(
+        "worker",
+        [str(VENV_BIN / "oms-worker")],
+        settings_env(settings, WORKER_METRICS_PORT=port, **env),
+        workdir,
+        f"http://127.0.0.1:{port}/health/ready",
+    )
+
+
+# --- in-process API -------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, client=("203.0.113.20", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield application, http
+
+
+async def register_and_login(http: httpx.AsyncClient, email: str = "pipe@example.com") -> str:
+    """A bearer token for a fresh account."""
+    password = "secret123"
+    registered = await http.post("/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+    token = await http.post("/token", data={"username": email, "password": password})
+    assert token.status_code == 200, token.text
+    return str(token.json()["access_token"])
+
+
+ORDER_BODY = {"items": [{"name": "book", "quantity": 2}], "total_price": "19.90"}
+
+
+async def create_orders(http: httpx.AsyncClient, token: str, count: int) -> list[str]:
+    """POST `count` orders (16 at a time); every one must be accepted with 201."""
+    limit = asyncio.Semaphore(16)
+
+    async def create_one() -> str:
+        async with limit:
+            response = await http.post(
+                "/orders/", json=ORDER_BODY, headers={"Authorization": f"Bearer {token}"}
+            )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    return list(await asyncio.gather(*(create_one() for _ in range(count))))
