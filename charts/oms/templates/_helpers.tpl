@@ -59,7 +59,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "oms.jwtSecretName" -}}
-{{- default (printf "%s-jwt" (include "oms.fullname" .)) .Values.jwt.existingSecret }}
+{{- default (printf "%s-jwt-keys" (include "oms.fullname" .)) .Values.jwt.existingSecret }}
 {{- end }}
 
 {{/* Image reference of a component. Call with (dict "root" $ "name" "oms-api"). */}}
