@@ -23,9 +23,13 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from oms.cache import MemoryOrderCache
 from oms.db.models import Order, OutboxEvent
 from oms.db.session import create_engine, create_session_factory
+from oms.orders.service import OrderService
+from oms.schemas import OrderCreate
 from oms.settings import Settings
+from oms.users.repository import UserRepository
 from oms_api.app import create_app
 
 T = TypeVar("T")
@@ -303,3 +307,34 @@ async def create_orders(http: httpx.AsyncClient, token: str, count: int) -> list
         return str(response.json()["id"])
 
     return list(await asyncio.gather(*(create_one() for _ in range(count))))
+
+
+# --- direct data set-up ---------------------------------------------------------------------
+async def make_user(settings: Settings) -> int:
+    """A user row to own orders (created directly: these tests are not about the API)."""
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            email = f"{uuid.uuid4().hex[:10]}@example.com"
+            return (await UserRepository(session).add(email, "not-a-real-hash")).id
+    finally:
+        await engine.dispose()
+
+
+async def create_orders_directly(
+    settings: Settings, count: int, trace_headers: dict[str, str] | None = None
+) -> list[uuid.UUID]:
+    """Orders (each with its outbox row) through OrderService, without the API."""
+    user_id = await make_user(settings)
+    engine = create_engine(settings)
+    cache = MemoryOrderCache(60)
+    try:
+        async with create_session_factory(engine)() as session:
+            service = OrderService(session, cache)
+            body = OrderCreate.model_validate(ORDER_BODY)
+            return [
+                (await service.create(user_id, body, trace_headers=trace_headers)).order.id
+                for _ in range(count)
+            ]
+    finally:
+        await engine.dispose()

@@ -8,12 +8,17 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
+from oms.db.session import create_engine, create_session_factory
+from oms.orders.service import OrderService
 from oms.pipeline.celery_config import create_celery_app
+from oms.pipeline.resources import build_order_cache
+from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
 from tests.pipeline.support import (
+    ORDER_BODY,
     api_client,
     create_orders,
     eventually,
@@ -24,19 +29,40 @@ from tests.pipeline.support import (
     worker_process,
 )
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-async def _results(settings: Settings, task_ids: list[str]) -> dict[str, dict[str, object]]:
+
+async def _task_results(settings: Settings) -> dict[str, dict[str, object]]:
+    """Every Celery result stored under this test's Redis prefix, by task id."""
     assert settings.REDIS_URL_CELERY
     redis = Redis.from_url(settings.REDIS_URL_CELERY)
+    prefix = f"{settings.REDIS_KEY_PREFIX}celery-task-meta-"
     try:
         found: dict[str, dict[str, object]] = {}
-        for task_id in task_ids:
-            raw = await redis.get(f"{settings.REDIS_KEY_PREFIX}celery-task-meta-{task_id}")
+        async for key in redis.scan_iter(match=f"{prefix}*", count=500):
+            raw = await redis.get(key)
             if raw is not None:
-                found[task_id] = orjson.loads(raw)
+                found[key.decode().removeprefix(prefix)] = orjson.loads(raw)
         return found
     finally:
         await redis.aclose()
+
+
+async def _create_traced_order(settings: Settings, user_id: int) -> uuid.UUID:
+    """An order whose outbox row carries trace context (as the observability work will set)."""
+    engine = create_engine(settings)
+    cache = build_order_cache(settings)
+    try:
+        async with create_session_factory(engine)() as session:
+            created = await OrderService(session, cache).create(
+                user_id,
+                OrderCreate.model_validate(ORDER_BODY),
+                trace_headers={"traceparent": TRACEPARENT},
+            )
+        return created.order.id
+    finally:
+        await cache.close()
+        await engine.dispose()
 
 
 async def test_orders_flow_through_consumer_and_worker(
@@ -49,9 +75,16 @@ async def test_orders_flow_through_consumer_and_worker(
     )
     try:
         assert await consumer.start()
-        async with api_client(settings) as (_app, http):
+        async with api_client(settings) as (app, http):
             token = await register_and_login(http)
+            headers = {"Authorization": f"Bearer {token}"}
             order_ids = [uuid.UUID(order_id) for order_id in await create_orders(http, token, 20)]
+            # Read once before processing so the cache holds a `processed_at: null` copy.
+            stale = await http.get(f"/orders/{order_ids[0]}/", headers=headers)
+            user_id = int(stale.json()["user_id"])
+            traced_id = await _create_traced_order(settings, user_id)
+            app.state.oms.outbox_wakeup.set()
+            order_ids.append(traced_id)
             await worker.wait_healthy()
 
             async def all_processed() -> bool:
@@ -62,13 +95,18 @@ async def test_orders_flow_through_consumer_and_worker(
             rows = await order_rows(settings)
             assert {rows[order_id].version for order_id in order_ids} == {2}
             assert await unsent_outbox_count(settings) == 0
-            first = (
-                await http.get(
-                    f"/orders/{order_ids[0]}/", headers={"Authorization": f"Bearer {token}"}
-                )
-            ).json()
-            assert first["processed_at"] is not None
+            fresh = await http.get(f"/orders/{order_ids[0]}/", headers=headers)
+            assert fresh.json()["processed_at"] is not None  # the cache did not stay stale
+
+            results = await _task_results(settings)
+            assert len(results) == len(order_ids)
+            assert {result["status"] for result in results.values()} == {"SUCCESS"}
+            processed = {
+                result["result"]["order_id"]  # type: ignore[index]
+                for result in results.values()
+            }
+            assert processed == {str(order_id) for order_id in order_ids}
     finally:
         await consumer.stop()
         await worker.stop()
-    print(worker.logs()[-3000:])
+    assert TRACEPARENT in worker.logs()  # trace context reached the task

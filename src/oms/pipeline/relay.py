@@ -137,8 +137,7 @@ class OutboxRelay:
         while not self._stopping.is_set():
             self._wakeup.clear()
             try:
-                await self._sink.connect()
-                outcome = await self.relay_batch()
+                outcome = await self.relay_once()
                 await self._purge_when_due()
             except (SinkUnavailableError, SQLAlchemyError, OSError) as error:
                 self._record_failure(repr(error))
@@ -158,6 +157,11 @@ class OutboxRelay:
                 await self._wait_for_work(self._poll_seconds)
 
     # --- one batch ----------------------------------------------------------------------------
+    async def relay_once(self) -> BatchOutcome:
+        """Connect if needed, then relay one batch: the loop's body without its waiting."""
+        await self._sink.connect()
+        return await self.relay_batch()
+
     async def relay_batch(self) -> BatchOutcome:
         """Claim, deliver and mark one batch; the claim's row locks last until the marks commit."""
         async with session_scope(self._session_factory) as session:
