@@ -1,6 +1,7 @@
 """`helm lint --strict` and `helm template` of charts/oms for the default values and every
 ci/*-values.yaml scenario; every rendered document validated (kubernetes-validate --strict for
-built-in kinds, the CRD's schema for OrderSystem), plus the dev backing services and k8s/."""
+built-in kinds, the CRD's schema for OrderSystem), plus the dev backing services, the operator's
+OrderSystem examples and k8s/."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> int:
         )
     for path in [
         deploylib.REPO / "deploy" / "dev" / "backing-services.yaml",
+        *sorted((deploylib.REPO / "operator" / "examples").glob("*.yaml")),
         *sorted(deploylib.K8S_DIR.rglob("*.yaml")),
     ]:
         if path.name == "kustomization.yaml":

@@ -1,0 +1,83 @@
+"""Render charts/oms with the real helm (installed by `make deploy-tools`) for the chart tests."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "oms"
+CI_VALUES = CHART / "ci"
+SCRIPTS = REPO / "scripts"
+HELM = os.environ.get("HELM_BIN") or str(REPO / ".tools" / "bin" / "helm")
+KUBECTL = os.environ.get("KUBECTL_BIN") or str(REPO / ".tools" / "bin" / "kubectl")
+
+Document = dict[str, Any]
+WORKLOAD_KINDS = ("Deployment", "Job", "Pod")
+
+
+class RenderError(RuntimeError):
+    pass
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, check=False, cwd=REPO)
+
+
+@functools.cache
+def _render(values: tuple[str, ...], sets: tuple[str, ...]) -> str:
+    argv = ["template", "oms", str(CHART), "--namespace", "oms"]
+    for path in values:
+        argv += ["--values", path]
+    for assignment in sets:
+        argv += ["--set", assignment]
+    result = helm(*argv)
+    if result.returncode != 0:
+        raise RenderError(result.stderr)
+    return result.stdout
+
+
+def render(values: list[Path] | None = None, sets: list[str] | None = None) -> list[Document]:
+    text = _render(tuple(str(p) for p in values or []), tuple(sets or []))
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def scenario_files() -> list[Path]:
+    return sorted(CI_VALUES.glob("*-values.yaml"))
+
+
+def find(docs: list[Document], kind: str, name: str | None = None) -> list[Document]:
+    return [
+        doc
+        for doc in docs
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+
+
+def one(docs: list[Document], kind: str, name: str) -> Document:
+    matches = find(docs, kind, name)
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def pod_spec(doc: Document) -> dict[str, Any]:
+    spec: dict[str, Any] = doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(doc: Document) -> list[dict[str, Any]]:
+    spec = pod_spec(doc)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def workloads(docs: list[Document]) -> list[Document]:
+    return [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS]
+
+
+def env_names(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item for item in container.get("env", [])}

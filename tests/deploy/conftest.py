@@ -1,0 +1,16 @@
+"""Chart and image tests need the pinned helm/kubectl (`make deploy-tools`, part of `make test`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.chart import HELM, KUBECTL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _deploy_tools() -> None:
+    missing = [tool for tool in (HELM, KUBECTL) if not Path(tool).is_file()]
+    if missing:
+        pytest.fail(f"{missing} not installed: run `make deploy-tools`")
