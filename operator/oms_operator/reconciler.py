@@ -280,12 +280,13 @@ class OrderSystemController:
         next_check_in = self._deps.key_resync
         if plan.next_check_at is not None:
             next_check_in = max((plan.next_check_at - now).total_seconds(), 0.05)
-        last_action = actions[-1][1] if actions else "KeysProvisioned"
+        published = len(ring.published_kids())
         message = (
-            f"Signing with key {ring.current.kid}; {len(ring.published_kids())} key(s) published"
+            f"Signing with key {ring.current.kid}; {published} key(s) published; "
+            f"next key signs from {timestamp(due)}"
         )
         return KeysOutcome(
-            Condition(KEYS_READY, True, last_action, message),
+            Condition(KEYS_READY, True, "KeysProvisioned", message),
             {
                 "keySecret": secret_name,
                 "keyId": ring.current.kid,

@@ -69,7 +69,7 @@ class JwtSpec(_Model):
 
 class WorkersSpec(_Model):
     deployment_name: str = Field(alias="deploymentName", min_length=1, max_length=253)
-    queues: tuple[str, ...] = Field(default=("celery",), min_length=1, max_length=16)
+    queues: tuple[str, ...] = Field(default=("order_tasks",), min_length=1, max_length=16)
     min_replicas: int = Field(default=1, alias="minReplicas", ge=0, le=1000)
     max_replicas: int = Field(default=10, alias="maxReplicas", ge=1, le=1000)
     messages_per_replica: int = Field(default=20, alias="messagesPerReplica", ge=1)
