@@ -21,6 +21,13 @@ REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 # Every backend setting is spelled out so a developer's environment never leaks into a test.
+# Cheap argon2 for tests: the cost is a setting, the code path is the same.
+_FAST_HASHING: dict[str, Any] = {
+    "PASSWORD_HASH_TIME_COST": 1,
+    "PASSWORD_HASH_MEMORY_KIB": 1024,
+    "PASSWORD_HASH_PARALLELISM": 1,
+}
+
 _BLANK_BACKENDS: dict[str, Any] = {
     "DATABASE_URL": None,
     "POSTGRES_HOST": None,
@@ -72,6 +79,7 @@ async def delete_redis_prefix(prefix: str) -> None:
 def postgres_settings(database: str, prefix: str, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         **_BLANK_BACKENDS,
+        **_FAST_HASHING,
         "POSTGRES_HOST": PG_HOST,
         "POSTGRES_PORT": PG_PORT,
         "POSTGRES_USER": PG_USER,
@@ -90,6 +98,7 @@ def postgres_settings(database: str, prefix: str, data_dir: Path, **overrides: A
 def sqlite_settings(db_file: Path, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         **_BLANK_BACKENDS,
+        **_FAST_HASHING,
         "DATABASE_URL": f"sqlite+aiosqlite:///{db_file}",
         "DATA_DIR": data_dir,
         "JWT_AUTO_GENERATE_KEYS": False,

@@ -52,7 +52,9 @@ class RedisOrderCache:
         return order_key(self._prefix, order_id)
 
     async def get(self, order_id: str) -> bytes | None:
-        body = await self._redis.hget(self.key(order_id), "body")
+        body: bytes | str | None = await self._redis.hget(  # type: ignore[misc]
+            self.key(order_id), "body"
+        )
         return body.encode() if isinstance(body, str) else body
 
     async def put(self, order_id: str, version: int, body: bytes) -> bool:

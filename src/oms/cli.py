@@ -13,7 +13,7 @@ from oms.db.models import UserRole
 from oms.db.session import create_engine, create_session_factory
 from oms.schemas import UserRegister
 from oms.security.keys import generate_private_key, key_id, private_key_to_pem
-from oms.security.passwords import hash_password_async
+from oms.security.passwords import configure_password_hashing, hash_password_async
 from oms.settings import Settings, get_settings
 from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
 
@@ -30,6 +30,7 @@ def _migrate(args: argparse.Namespace) -> int:
 async def create_admin(settings: Settings, email: str, password: str) -> int:
     """Create an admin account, or promote an existing user; returns the process exit code."""
     body = UserRegister(email=email, password=password)
+    configure_password_hashing(settings)
     engine = create_engine(settings)
     try:
         async with create_session_factory(engine)() as session, session.begin():

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     JWT_AUDIENCE: str = "orders-api"
     JWT_ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
     JWT_LEEWAY_SECONDS: int = Field(default=30, ge=0)
+    # argon2id cost of new hashes (verification reads the cost stored in each hash).
+    PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1)
+    PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=8)
+    PASSWORD_HASH_PARALLELISM: int = Field(default=4, ge=1)
 
     # --- CORS -------------------------------------------------------------------------------
     CORS_ORIGINS: CommaList = Field(default_factory=list)

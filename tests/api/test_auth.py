@@ -167,6 +167,7 @@ def _valid_claims(settings: Settings, user_id: int) -> dict[str, object]:
 async def test_bad_tokens_get_401_with_www_authenticate(
     client: httpx.AsyncClient, alice: Account, settings: Settings, kind: str
 ) -> None:
+    assert settings.JWT_PRIVATE_KEY is not None
     keys = build_key_set(load_private_key(settings.JWT_PRIVATE_KEY.get_secret_value().encode()))
     claims = _valid_claims(settings, alice.id)
     if kind == "none":

@@ -11,10 +11,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from oms.settings import Settings, get_settings
+from oms.telemetry import configure_tracing
+from oms_api.metrics import HttpMetricsMiddleware
 from oms_api.middleware import RequestIdMiddleware
 from oms_api.problems import install_problem_handlers
-from oms_api.routers import auth, health, orders
+from oms_api.routers import auth, health, metrics, orders
 from oms_api.state import open_app_state
+from oms_api.tracing import instrument_app
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(auth.router)
     app.include_router(orders.router)
     if settings.CORS_ORIGINS:
@@ -69,7 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Location",
             ],
         )
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    if configure_tracing("oms-api"):
+        instrument_app(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

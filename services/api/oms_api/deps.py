@@ -119,7 +119,7 @@ def rate_limited(
 def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
     return OrderService(
         session,
-        state.cache,
+        state.counted_cache,
         idempotency_ttl=timedelta(hours=state.settings.IDEMPOTENCY_KEY_TTL_HOURS),
         on_outbox_write=state.outbox_wakeup.set,
     )

@@ -19,6 +19,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from oms.settings import Settings
+from oms_api.metrics import RATE_LIMITED
 from oms_api.problems import ProblemError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -94,6 +95,7 @@ class RateLimiter:
             "X-RateLimit-Reset": str(int(stats.reset_time)),
         }
         if not allowed:
+            RATE_LIMITED.labels(scope).inc()
             raise ProblemError(
                 429,
                 f"Rate limit of {item} exceeded for {scope}; retry in {reset_in} s.",

@@ -14,8 +14,11 @@ from oms.cache import MemoryOrderCache, OrderCache, RedisOrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.relay import OutboxRelay
 from oms.security.keys import KeyStore
+from oms.security.passwords import configure_password_hashing
 from oms.settings import Settings
+from oms_api.metrics import CountingOrderCache
 from oms_api.ratelimit import RateLimiter
+from oms_api.tracing import instrument_engine
 
 
 @dataclass
@@ -26,6 +29,8 @@ class AppState:
     keys: KeyStore
     cache: OrderCache
     rate_limiter: RateLimiter
+    # What request handlers read through: the same cache, counting hits and misses.
+    counted_cache: OrderCache
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Publishes the outbox (RabbitMQ, or in-process when none is configured); None when
@@ -35,7 +40,9 @@ class AppState:
 
 @asynccontextmanager
 async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
+    configure_password_hashing(settings)
     engine = create_engine(settings)
+    instrument_engine(engine)
     cache: OrderCache
     if settings.REDIS_URL:
         cache = RedisOrderCache(
@@ -52,6 +59,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         keys=KeyStore(settings),
         cache=cache,
         rate_limiter=RateLimiter(settings),
+        counted_cache=CountingOrderCache(cache),
     )
     if settings.RUN_OUTBOX_RELAY:
         state.outbox_relay = OutboxRelay.from_settings(

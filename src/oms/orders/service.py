@@ -209,7 +209,8 @@ class OrderService:
     # --- update -----------------------------------------------------------------------------
     async def change_status(
         self, order_id: uuid.UUID, target: OrderStatus, viewer: TokenClaims
-    ) -> Order:
+    ) -> tuple[Order, OrderStatus]:
+        """Apply a legal transition; returns the updated order and the status it left."""
         async with self._session.begin():
             order = await self._session.get(Order, order_id)
             if order is None or not can_see(viewer, order.user_id):
@@ -237,7 +238,7 @@ class OrderService:
                 )
             await self._session.refresh(updated)
         await self._cache.put(str(updated.id), updated.version, serialize_order(updated))
-        return updated
+        return updated, current
 
     # --- list -------------------------------------------------------------------------------
     async def list_for_user(

@@ -7,9 +7,22 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from oms.settings import Settings
+
 _hasher = PasswordHasher()
 # Verified when the user does not exist, so a wrong email costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("not-a-real-password-0")
+
+
+def configure_password_hashing(settings: Settings) -> None:
+    """Set the cost of new hashes for this process (existing hashes keep their own cost)."""
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher(
+        time_cost=settings.PASSWORD_HASH_TIME_COST,
+        memory_cost=settings.PASSWORD_HASH_MEMORY_KIB,
+        parallelism=settings.PASSWORD_HASH_PARALLELISM,
+    )
+    _DUMMY_HASH = _hasher.hash("not-a-real-password-0")
 
 
 def hash_password(password: str) -> str:

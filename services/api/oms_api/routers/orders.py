@@ -16,7 +16,9 @@ from oms.orders.service import (
     UserNotFoundError,
 )
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
+from oms.telemetry import current_trace_headers
 from oms_api.deps import CurrentUser, OrderServiceDep, StateDep, rate_limited
+from oms_api.metrics import ORDERS_CREATED, STATUS_TRANSITIONS
 from oms_api.problems import ProblemError, problem_openapi
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -59,7 +61,9 @@ async def create_order(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> OrderOut:
     try:
-        created = await orders.create(user.user_id, body, idempotency_key)
+        created = await orders.create(
+            user.user_id, body, idempotency_key, trace_headers=current_trace_headers()
+        )
     except IdempotencyKeyReusedError as error:
         raise ProblemError(
             422,
@@ -76,6 +80,8 @@ async def create_order(
         ) from error
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    else:
+        ORDERS_CREATED.inc()
     response.headers["Location"] = f"/orders/{created.order.id}/"
     return OrderOut.model_validate(created.order)
 
@@ -118,7 +124,7 @@ async def update_order(
     order_id: uuid.UUID, body: OrderStatusUpdate, user: CurrentUser, orders: OrderServiceDep
 ) -> OrderOut:
     try:
-        order = await orders.change_status(order_id, body.status, user)
+        order, previous = await orders.change_status(order_id, body.status, user)
     except OrderNotFoundError as error:
         raise _not_found(order_id) from error
     except TransitionRejectedError as rejected:
@@ -142,6 +148,7 @@ async def update_order(
             current_status=rejected.current.value,
             allowed_transitions=allowed,
         ) from rejected
+    STATUS_TRANSITIONS.labels(previous.value, order.status.value).inc()
     return OrderOut.model_validate(order)
 
 

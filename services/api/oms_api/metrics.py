@@ -1,0 +1,98 @@
+"""The API's Prometheus metrics and the middleware that records HTTP traffic.
+
+Routes are labelled by their template (`/orders/{order_id}/`), never the raw path, so label
+cardinality stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oms.cache import OrderCache
+
+HTTP_REQUESTS = Counter(
+    "oms_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "oms_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+ORDERS_CREATED = Counter("oms_orders_created_total", "Orders created (idempotent replays excluded)")
+STATUS_TRANSITIONS = Counter(
+    "oms_order_status_transitions_total", "Order status changes", ["from_status", "to_status"]
+)
+CACHE_REQUESTS = Counter(
+    "oms_order_cache_requests_total", "Order cache look-ups by result", ["result"]
+)
+RATE_LIMITED = Counter(
+    "oms_rate_limited_requests_total", "Requests refused by a rate limit", ["scope"]
+)
+OUTBOX_BACKLOG = Gauge(
+    "oms_outbox_backlog_messages",
+    "Outbox events not yet confirmed by the broker",
+    multiprocess_mode="max",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "oms_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest unsent outbox event",
+    multiprocess_mode="max",
+)
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class HttpMetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+
+
+class CountingOrderCache:
+    """Wraps an OrderCache to count hits and misses; everything else passes through."""
+
+    def __init__(self, inner: OrderCache) -> None:
+        self._inner = inner
+        self._hits = CACHE_REQUESTS.labels("hit")
+        self._misses = CACHE_REQUESTS.labels("miss")
+
+    async def get(self, order_id: str) -> bytes | None:
+        body = await self._inner.get(order_id)
+        (self._misses if body is None else self._hits).inc()
+        return body
+
+    async def put(self, order_id: str, version: int, body: bytes) -> bool:
+        return await self._inner.put(order_id, version, body)
+
+    async def delete(self, order_id: str) -> None:
+        await self._inner.delete(order_id)
+
+    async def ping(self) -> bool:
+        return await self._inner.ping()
+
+    async def close(self) -> None:
+        await self._inner.close()

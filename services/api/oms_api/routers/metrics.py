@@ -1,0 +1,35 @@
+"""Prometheus exposition for the API process (`/metrics`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from oms.db.models import OutboxEvent
+from oms.prometheus import scrape_registry
+from oms_api.deps import StateDep
+from oms_api.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: StateDep) -> Response:
+    # The backlog is read at scrape time (one indexed query), so it is right even when the
+    # relay that would otherwise report it is stuck.
+    async with state.session_factory() as session:
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(OutboxEvent.created_at)).where(
+                    OutboxEvent.sent_at.is_(None)
+                )
+            )
+        ).one()
+    OUTBOX_BACKLOG.set(count)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)  # aggregates bypass the column's UTC type on SQLite
+    OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+    return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)
