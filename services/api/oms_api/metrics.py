@@ -6,9 +6,11 @@ cardinality stays bounded whatever clients send.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oms.cache import OrderCache
@@ -27,10 +29,15 @@ STATUS_TRANSITIONS = Counter(
     "oms_order_status_transitions_total", "Order status changes", ["from_status", "to_status"]
 )
 CACHE_REQUESTS = Counter(
-    "oms_order_cache_requests_total", "Order cache look-ups by result", ["result"]
+    "oms_order_cache_requests_total",
+    "Order cache operations by result (hit, miss, error)",
+    ["result"],
 )
 RATE_LIMITED = Counter(
     "oms_rate_limited_requests_total", "Requests refused by a rate limit", ["scope"]
+)
+RATE_LIMIT_ERRORS = Counter(
+    "oms_rate_limit_errors_total", "Limit checks that failed (storage down) and let through"
 )
 OUTBOX_BACKLOG = Gauge(
     "oms_outbox_backlog_messages",
@@ -44,6 +51,9 @@ OUTBOX_OLDEST_AGE = Gauge(
 )
 
 UNMATCHED_ROUTE = "<unmatched>"
+CACHE_ERRORS = (RedisError, OSError)
+
+logger = logging.getLogger("oms.api.cache")
 
 
 class HttpMetricsMiddleware:
@@ -72,27 +82,51 @@ class HttpMetricsMiddleware:
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
 
 
-class CountingOrderCache:
-    """Wraps an OrderCache to count hits and misses; everything else passes through."""
+class ObservedOrderCache:
+    """The order cache as request handlers see it: counted, and never fatal.
+
+    A cache outage must not fail requests the database can answer: errors count as misses
+    (reads) or skipped writes, are logged and counted, and the request goes on.
+    """
 
     def __init__(self, inner: OrderCache) -> None:
         self._inner = inner
         self._hits = CACHE_REQUESTS.labels("hit")
         self._misses = CACHE_REQUESTS.labels("miss")
+        self._errors = CACHE_REQUESTS.labels("error")
 
     async def get(self, order_id: str) -> bytes | None:
-        body = await self._inner.get(order_id)
+        try:
+            body = await self._inner.get(order_id)
+        except CACHE_ERRORS:
+            self._failed("get", order_id)
+            return None
         (self._misses if body is None else self._hits).inc()
         return body
 
     async def put(self, order_id: str, version: int, body: bytes) -> bool:
-        return await self._inner.put(order_id, version, body)
+        try:
+            return await self._inner.put(order_id, version, body)
+        except CACHE_ERRORS:
+            self._failed("put", order_id)
+            return False
 
     async def delete(self, order_id: str) -> None:
-        await self._inner.delete(order_id)
+        try:
+            await self._inner.delete(order_id)
+        except CACHE_ERRORS:
+            self._failed("delete", order_id)
 
     async def ping(self) -> bool:
         return await self._inner.ping()
 
     async def close(self) -> None:
         await self._inner.close()
+
+    def _failed(self, operation: str, order_id: str) -> None:
+        self._errors.inc()
+        logger.warning(
+            "order cache unavailable; serving from the database",
+            extra={"operation": operation, "order_id": order_id},
+            exc_info=True,
+        )

@@ -9,6 +9,7 @@ The key is the user id when a valid bearer token is present, else the client IP,
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -16,13 +17,17 @@ from dataclasses import dataclass
 from fastapi import Response
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.exceptions import RedisError
 
 from oms.settings import Settings
-from oms_api.metrics import RATE_LIMITED
+from oms_api.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
 from oms_api.problems import ProblemError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+logger = logging.getLogger("oms.api.ratelimit")
 
 
 def parse_networks(cidrs: list[str]) -> list[IPNetwork]:
@@ -86,8 +91,14 @@ class RateLimiter:
         self._strategy = MovingWindowRateLimiter(self._storage)
 
     async def check(self, item: RateLimitItem, scope: str, key: str, response: Response) -> None:
-        allowed = await self._strategy.hit(item, scope, key)
-        stats = await self._strategy.get_window_stats(item, scope, key)
+        try:
+            allowed = await self._strategy.hit(item, scope, key)
+            stats = await self._strategy.get_window_stats(item, scope, key)
+        except (RedisError, OSError, StorageError):
+            # Fail open: an outage of the limit store must not take the API down with it.
+            RATE_LIMIT_ERRORS.inc()
+            logger.warning("rate limit storage unavailable; request let through", exc_info=True)
+            return
         reset_in = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "X-RateLimit-Limit": str(item.amount),

@@ -16,7 +16,7 @@ from oms.pipeline.relay import OutboxRelay
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.settings import Settings
-from oms_api.metrics import CountingOrderCache
+from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
 
@@ -29,7 +29,7 @@ class AppState:
     keys: KeyStore
     cache: OrderCache
     rate_limiter: RateLimiter
-    # What request handlers read through: the same cache, counting hits and misses.
+    # What request handlers use: the same cache, counted, and tolerant of cache outages.
     counted_cache: OrderCache
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,7 +59,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         keys=KeyStore(settings),
         cache=cache,
         rate_limiter=RateLimiter(settings),
-        counted_cache=CountingOrderCache(cache),
+        counted_cache=ObservedOrderCache(cache),
     )
     if settings.RUN_OUTBOX_RELAY:
         state.outbox_relay = OutboxRelay.from_settings(
