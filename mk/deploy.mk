@@ -55,8 +55,12 @@ chart-files: install ## copy dashboards and alert rules from observability/ into
 manifests: install deploy-tools chart-files ## render k8s/ from the chart (plain manifests for kubectl apply -k)
 	$(RUN) python scripts/render-manifests.py
 
+DEPLOY_SCRIPTS := scripts/deploylib.py scripts/check-chart.py scripts/render-manifests.py \
+	scripts/sync-chart-files.py scripts/check-tiltfile.py
+
 .PHONY: deploy-check
 deploy-check: install deploy-tools ## helm lint/template + kubernetes-validate, stale k8s/ and chart files, Tiltfile
+	MYPYPATH=scripts $(RUN) mypy $(DEPLOY_SCRIPTS)
 	$(RUN) python scripts/sync-chart-files.py --check
 	$(RUN) python scripts/check-chart.py
 	$(RUN) python scripts/render-manifests.py --check

@@ -1,0 +1,250 @@
+"""Each image's entry command, started exactly as its Dockerfile would start it, from an installed
+wheel of the project (no source tree): a fresh venv gets the locked dependencies and the wheel,
+the command comes from the Dockerfile's CMD and its environment from the Dockerfile's ENV, and the
+process runs from a directory outside the repository against real local services."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.deploy.chart import REPO
+from tests.deploy.dockerfile import Image, parse
+
+IMAGE_VENV = "/opt/venv"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+RABBITMQCTL = os.environ.get("TEST_RABBITMQCTL", "rabbitmqctl")
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")
+    assert Path(found).exists(), "uv not found (make install provides it)"
+    return found
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd, env=env)
+    assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class InstalledWheel:
+    venv: Path
+    workdir: Path
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    """Built and installed once per session: the wheel plus exactly the locked dependencies."""
+    root = tmp_path_factory.mktemp("image")
+    uv = _uv()
+    _run([uv, "build", "--wheel", "--out-dir", str(root / "dist"), str(REPO)], cwd=REPO)
+    (wheel,) = (root / "dist").glob("order_management_system-*.whl")
+    requirements = root / "requirements.txt"
+    _run(
+        [
+            uv,
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-hashes",
+            "--no-emit-project",
+            "--format",
+            "requirements-txt",
+            "--output-file",
+            str(requirements),
+        ],
+        cwd=REPO,
+    )
+    venv = root / "venv"
+    _run([uv, "venv", "--python", "3.11", str(venv)], cwd=root)
+    python = str(venv / "bin" / "python")
+    _run([uv, "pip", "install", "--python", python, "-r", str(requirements)], cwd=root)
+    _run([uv, "pip", "install", "--python", python, "--no-deps", str(wheel)], cwd=root)
+    workdir = root / "app"
+    workdir.mkdir()
+    return InstalledWheel(venv=venv, workdir=workdir)
+
+
+def image_env(image: Image, installed: InstalledWheel, **overrides: str) -> dict[str, str]:
+    """The Dockerfile's ENV with the image's venv path mapped to ours; nothing from our shell."""
+    env = {key: value.replace(IMAGE_VENV, str(installed.venv)) for key, value in image.env.items()}
+    env["PATH"] = env["PATH"].rstrip(":") + ":/usr/local/bin:/usr/bin:/bin"
+    env["HOME"] = str(installed.workdir)
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def started(image: Image, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """Start the image's command; on exit make sure it is gone (SIGKILL after the test)."""
+    process = subprocess.Popen(
+        image.command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=STOP_TIMEOUT)
+
+
+def wait_for_http(process: subprocess.Popen[str], url: str) -> httpx.Response:
+    deadline = time.monotonic() + START_TIMEOUT
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"exited with {process.returncode} before {url} answered:\n{output}")
+        try:
+            response = httpx.get(url, timeout=2.0)
+        except httpx.TransportError as error:
+            last = repr(error)
+        else:
+            if response.status_code == 200:
+                return response
+            last = f"{response.status_code} {response.text}"
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not answer 200 within {START_TIMEOUT}s: {last}")
+
+
+def stop_with_the_image_stop_signal(
+    image: Image, process: subprocess.Popen[str], allowed: frozenset[int] = frozenset({0})
+) -> str:
+    """What `docker stop` / the kubelet does: the STOPSIGNAL, then an exit well within the grace
+    period. `allowed` may admit death by the signal itself, which uvicorn re-raises on purpose
+    once its graceful shutdown is done."""
+    assert image.stop_signal is not None
+    process.send_signal(getattr(signal, image.stop_signal))
+    output, _ = process.communicate(timeout=STOP_TIMEOUT)
+    assert process.returncode in allowed, f"exit {process.returncode}:\n{output}"
+    return output
+
+
+def migrate(installed: InstalledWheel, env: dict[str, str]) -> None:
+    output = _run(["oms", "migrate"], cwd=installed.workdir, env=env)
+    assert "is at head" in output
+
+
+def assert_loaded_from_venv(installed: InstalledWheel, env: dict[str, str], script: str) -> None:
+    """The console script resolves to the installed wheel, never to the source tree."""
+    code = (
+        "import importlib.metadata as m, sys; "
+        f"ep = m.entry_points(group='console_scripts')['{script}']; ep.load(); "
+        "module = sys.modules[ep.module]; print(module.__file__)"
+    )
+    location = _run(["python", "-c", code], cwd=installed.workdir, env=env).strip()
+    assert location.startswith(str(installed.venv)), location
+    assert (installed.venv / "bin" / script).is_file()
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    name = f"oms_image_{uuid.uuid4().hex[:10]}"
+    subprocess.run([RABBITMQCTL, "add_vhost", name, "-q"], check=True, capture_output=True)
+    subprocess.run(
+        [RABBITMQCTL, "set_permissions", "-p", name, "guest", ".*", ".*", ".*", "-q"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run([RABBITMQCTL, "delete_vhost", name, "-q"], check=False, capture_output=True)
+
+
+def test_api_image_command_serves_health_and_stops_cleanly(
+    installed: InstalledWheel, tmp_path: Path
+) -> None:
+    image = parse(REPO / "services/api/Dockerfile")
+    port = free_port()
+    # Only what differs from the image: a writable data dir here, and loopback for the test.
+    env = image_env(
+        image, installed, DATA_DIR=str(tmp_path / "data"), HOST="127.0.0.1", PORT=str(port)
+    )
+    assert_loaded_from_venv(installed, env, image.command[0])
+    migrate(installed, env)
+    assert (tmp_path / "data" / "oms.db").is_file()
+    with started(image, env, installed.workdir) as process:
+        health = wait_for_http(process, f"http://127.0.0.1:{port}/health")
+        assert health.json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5.0)
+        assert ready.status_code == 200, ready.text
+        output = stop_with_the_image_stop_signal(
+            image, process, frozenset({0, -getattr(signal, str(image.stop_signal))})
+        )
+        assert "Application shutdown complete" in output
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "port_setting"),
+    [
+        ("services/consumer/Dockerfile", "CONSUMER_METRICS_PORT"),
+        ("services/worker/Dockerfile", "WORKER_METRICS_PORT"),
+    ],
+    ids=["consumer", "worker"],
+)
+def test_pipeline_image_command_becomes_ready_and_stops_cleanly(
+    installed: InstalledWheel, tmp_path: Path, vhost: str, dockerfile: str, port_setting: str
+) -> None:
+    image = parse(REPO / dockerfile)
+    assert port_setting in image.env
+    port = free_port()
+    prefix = f"test:image:{uuid.uuid4().hex[:10]}:"
+    env = image_env(
+        image,
+        installed,
+        DATA_DIR=str(tmp_path / "data"),
+        HOST="127.0.0.1",
+        **{port_setting: str(port)},
+        RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        REDIS_URL=f"{REDIS_BASE}/0",
+        REDIS_URL_RATE_LIMIT=f"{REDIS_BASE}/0",
+        REDIS_URL_CELERY=f"{REDIS_BASE}/0",
+        REDIS_KEY_PREFIX=prefix,
+    )
+    assert_loaded_from_venv(installed, env, image.command[0])
+    migrate(installed, env)
+    with started(image, env, installed.workdir) as process:
+        wait_for_http(process, f"http://127.0.0.1:{port}/health")
+        ready = wait_for_http(process, f"http://127.0.0.1:{port}/health/ready")
+        assert ready.json()["status"] == "ok"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0)
+        assert metrics.status_code == 200
+        stop_with_the_image_stop_signal(image, process)
+
+
+def test_operator_image_command_resolves_from_the_wheel(installed: InstalledWheel) -> None:
+    """Kopf needs a Kubernetes API to start; without a cluster we prove the entry point and every
+    module it imports (the handlers register on import) load from the installed wheel."""
+    image = parse(REPO / "operator/Dockerfile")
+    env = image_env(image, installed)
+    assert_loaded_from_venv(installed, env, image.command[0])
+    code = "import oms_operator.main, oms_operator.handlers, kopf; print(kopf.__version__)"
+    assert _run(["python", "-c", code], cwd=installed.workdir, env=env).strip()

@@ -1,0 +1,60 @@
+"""The Tiltfile, executed by a Starlark interpreter against stubs of Tilt's built-ins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.chart import REPO, SCRIPTS
+
+TILTFILE = REPO / "Tiltfile"
+
+
+def check(tiltfile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "check-tiltfile.py"), "--tiltfile", str(tiltfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+
+
+def test_tiltfile_declares_what_the_repository_has() -> None:
+    result = check(TILTFILE)
+    assert result.returncode == 0, result.stderr
+    assert "4 images, 1 chart(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("original", "replacement", "complaint"),
+    [
+        ('"services/api/Dockerfile"', '"services/api/Dockerfile.missing"', "no Dockerfile"),
+        ('target = "dev"', 'target = "develop"', "stage 'develop'"),
+        ('SITE_PACKAGES + "/" + package', 'SITE_PACKAGES + "/x" + package', "sync"),
+        ('"charts/oms/ci/dev-values.yaml"', '"charts/oms/ci/nope.yaml"', "does not exist"),
+        ('port_forward(8000, 8000, name = "API")', "port_forward(8000, 8080)", "port_forward"),
+        ('resource_deps = ["postgresql"]', 'resource_deps = ["postgres"]', "'postgres'"),
+        ('"oms:ordersystem"', '"oms-main:ordersystem"', "is not deployed"),
+        (
+            'k8s_resource(\n    "oms-worker",',
+            'k8s_resource(\n    "oms-workers",',
+            "no such workload",
+        ),
+        ('"oms-operator": (', '"oms-operatr": (', "missing for ['oms-operator']"),
+        ("update_settings(", "update_setings(", "Starlark error"),
+    ],
+)
+def test_tiltfile_check_catches_mistakes(
+    tmp_path: Path, original: str, replacement: str, complaint: str
+) -> None:
+    text = TILTFILE.read_text()
+    assert original in text
+    broken = tmp_path / "Tiltfile"
+    broken.write_text(text.replace(original, replacement, 1))
+    result = check(broken)
+    assert result.returncode == 1
+    assert complaint in result.stderr
