@@ -37,6 +37,8 @@ from oms_consumer.metrics import CONNECTED, DISPATCH_SECONDS, IN_FLIGHT, MESSAGE
 
 logger = logging.getLogger("oms.consumer")
 
+BROKER_CALL_TIMEOUT_SECONDS = 5.0
+
 
 def dead_letter_message(message: AbstractIncomingMessage, reason: str) -> Message:
     headers: dict[str, Any] = dict(message.headers or {})
@@ -119,8 +121,11 @@ class OrderEventConsumer:
         self._stopping.set()
         if self._topology is not None and self._consumer_tag is not None:
             try:
-                await self._topology.queue.cancel(self._consumer_tag)
-            except (AMQPException, OSError, RuntimeError) as error:
+                # Bounded: during a broker outage the robust channel would wait to reconnect.
+                await asyncio.wait_for(
+                    self._topology.queue.cancel(self._consumer_tag), BROKER_CALL_TIMEOUT_SECONDS
+                )
+            except (AMQPException, OSError, RuntimeError, TimeoutError) as error:
                 logger.warning("could not cancel the subscription", extra={"error": repr(error)})
             self._consumer_tag = None
         if self._in_flight:
@@ -133,8 +138,8 @@ class OrderEventConsumer:
                 for task in pending:
                     task.cancel()
         if self._connection is not None:
-            with contextlib.suppress(AMQPException, OSError, RuntimeError):
-                await self._connection.close()
+            with contextlib.suppress(AMQPException, OSError, RuntimeError, TimeoutError):
+                await asyncio.wait_for(self._connection.close(), BROKER_CALL_TIMEOUT_SECONDS)
         CONNECTED.set(0)
         self._dispatcher.close()
 
