@@ -378,9 +378,8 @@ def test_schema_types_every_value_and_every_value_is_documented() -> None:
     values_text = (CHART / "values.yaml").read_text()
     values = yaml.safe_load(values_text)
     schema = json.loads((CHART / "values.schema.json").read_text())
-    missing = {
-        key for key in _keys(values) if key not in _schema_keys(schema) and not FREE_FORM.match(key)
-    }
+    typed = _schema_keys(schema)
+    missing = {key for key in _keys(values) if key not in typed and not FREE_FORM.search(key)}
     assert not missing, f"values without a schema entry: {sorted(missing)}"
     lines = values_text.splitlines()
     for index, line in enumerate(lines):
