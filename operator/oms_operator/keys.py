@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from oms.security.keys import (
     KeyConfigurationError,
@@ -66,6 +67,7 @@ class SigningKey:
     kid: str
     key_size: int
     active_since: datetime
+    jwk: dict[str, Any]  # the public half, derived once: parsing a private key costs ~40 ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class StagedKey:
     kid: str
     key_size: int
     published_at: datetime
+    jwk: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,9 @@ def read_secret(
     active_since = now
     if recorded.get("kid") == kid:
         active_since = _parse_time(recorded.get("activeSince")) or now
-    current = SigningKey(data[PRIVATE_KEY], kid, private.key_size, active_since)
+    current = SigningKey(
+        data[PRIVATE_KEY], kid, private.key_size, active_since, public_jwk(private.public_key())
+    )
 
     staged: StagedKey | None = None
     staged_record = _record(lifecycle, "staged")
@@ -212,7 +217,11 @@ def read_secret(
             published_at = _parse_time(staged_record.get("publishedAt"))
             if next_kid == staged_record.get("kid") and next_kid in published and published_at:
                 staged = StagedKey(
-                    data[NEXT_PRIVATE_KEY], next_kid, next_private.key_size, published_at
+                    data[NEXT_PRIVATE_KEY],
+                    next_kid,
+                    next_private.key_size,
+                    published_at,
+                    public_jwk(next_private.public_key()),
                 )
 
     retired_records = {
@@ -267,32 +276,33 @@ def new_ring(
     key_size: int,
     now: datetime,
     policy: KeyPolicy,
-    salvaged: tuple[dict[str, Any], ...],
+    salvaged: tuple[dict[str, Any], ...] = (),
 ) -> KeyRing:
     """A fresh signer. Public keys salvaged from a broken Secret stay trusted for one retention
     period, so the tokens they signed keep working while the repair propagates."""
-    kid = key_id(_private_key(pem).public_key())
+    public = _private_key(pem).public_key()
+    kid = key_id(public)
     retired = tuple(
         RetiredKey(str(jwk["kid"]), jwk, now, now + policy.retention)
         for jwk in salvaged
         if jwk.get("kid") != kid
     )
-    return KeyRing(SigningKey(pem, kid, key_size, now), None, retired)
+    return KeyRing(SigningKey(pem, kid, key_size, now, public_jwk(public)), None, retired)
 
 
 def stage(ring: KeyRing, pem: bytes, key_size: int, now: datetime) -> KeyRing:
-    kid = key_id(_private_key(pem).public_key())
-    return replace(ring, staged=StagedKey(pem, kid, key_size, now))
+    public = _private_key(pem).public_key()
+    return replace(ring, staged=StagedKey(pem, key_id(public), key_size, now, public_jwk(public)))
 
 
 def promote(ring: KeyRing, now: datetime, policy: KeyPolicy) -> KeyRing:
     if ring.staged is None:
         raise ValueError("nothing staged to promote")
     old = ring.current
-    old_jwk = public_jwk(_private_key(old.pem).public_key())
-    retired = (*ring.retired, RetiredKey(old.kid, old_jwk, now, now + policy.retention))
+    retired = (*ring.retired, RetiredKey(old.kid, old.jwk, now, now + policy.retention))
     staged = ring.staged
-    return KeyRing(SigningKey(staged.pem, staged.kid, staged.key_size, now), None, retired)
+    signer = SigningKey(staged.pem, staged.kid, staged.key_size, now, staged.jwk)
+    return KeyRing(signer, None, retired)
 
 
 def prune(ring: KeyRing, now: datetime) -> KeyRing:
@@ -300,18 +310,20 @@ def prune(ring: KeyRing, now: datetime) -> KeyRing:
 
 
 def jwks_document(ring: KeyRing) -> dict[str, Any]:
-    keys = [public_jwk(_private_key(ring.current.pem).public_key())]
+    keys = [ring.current.jwk]
     if ring.staged is not None:
-        keys.append(public_jwk(_private_key(ring.staged.pem).public_key()))
+        keys.append(ring.staged.jwk)
     keys.extend(key.jwk for key in ring.retired)
     return {"keys": keys}
 
 
 def render_secret_data(ring: KeyRing) -> dict[str, bytes]:
-    private = _private_key(ring.current.pem)
+    public = RSAAlgorithm.from_jwk(ring.current.jwk)
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise ValueError("the signing key's JWK is not an RSA public key")
     data = {
         PRIVATE_KEY: ring.current.pem,
-        PUBLIC_KEY: public_key_to_pem(private.public_key()),
+        PUBLIC_KEY: public_key_to_pem(public),
         KEY_ID: ring.current.kid.encode(),
         JWKS: json.dumps(jwks_document(ring), indent=2, sort_keys=True).encode(),
     }

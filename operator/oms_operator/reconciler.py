@@ -312,10 +312,12 @@ class OrderSystemController:
             if plan.action in (KeyAction.CREATE, KeyAction.REPAIR) or ring is None:
                 salvaged = state.salvaged if state is not None else ()
                 pem = await self._deps.generate_key(policy.key_size)
-                ring = new_ring(pem, policy.key_size, now, policy, salvaged)
+                ring = await asyncio.to_thread(
+                    new_ring, pem, policy.key_size, now, policy, salvaged
+                )
             elif plan.action is KeyAction.STAGE:
                 pem = await self._deps.generate_key(policy.key_size)
-                ring = stage(ring, pem, policy.key_size, now)
+                ring = await asyncio.to_thread(stage, ring, pem, policy.key_size, now)
             elif plan.action is KeyAction.PROMOTE:
                 ring = promote(ring, now, policy)
             elif plan.action is KeyAction.PRUNE:

@@ -132,3 +132,44 @@ def poll_delay(interval: float, consecutive_failures: int, max_backoff: float = 
         return interval
     backoff: float = interval * 2.0 ** min(consecutive_failures, 16)
     return min(backoff, max(interval, max_backoff))
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedPoll:
+    at: float
+    depth: int | None
+    before: int
+    decision: ScaleDecision
+
+
+def simulate(
+    policy: ScalingPolicy, series: list[tuple[float, int | None]], initial: int
+) -> list[SimulatedPoll]:
+    """Run the plan over a (time, depth) series as the operator would, poll after poll."""
+    current = initial
+    history = seed_history(policy, current, series[0][0] if series else 0.0)
+    failures = 0
+    polls = []
+    for at, depth in series:
+        failures = failures + 1 if depth is None else 0
+        decision = plan_scale(policy, current, depth, history, at, failures)
+        polls.append(SimulatedPoll(at, depth, current, decision))
+        history = decision.history
+        current = decision.desired
+    return polls
+
+
+def render_table(polls: list[SimulatedPoll]) -> str:
+    """A Markdown table of a simulation (used in docs/operator.md, checked by the tests)."""
+    lines = [
+        "| t (s) | depth | required | replicas before | desired | reason |",
+        "|------:|------:|---------:|----------------:|--------:|--------|",
+    ]
+    for poll in polls:
+        depth = "unreadable" if poll.depth is None else str(poll.depth)
+        required = "-" if poll.decision.required is None else str(poll.decision.required)
+        lines.append(
+            f"| {poll.at:g} | {depth} | {required} | {poll.before} | {poll.decision.desired} "
+            f"| {poll.decision.reason.value} |"
+        )
+    return "\n".join(lines)

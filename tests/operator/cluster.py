@@ -150,6 +150,26 @@ class Cluster:
         assert found is not None
         return found
 
+    def mark(self) -> int:
+        """A point in kmock's request log, for `writes`."""
+        return len(list(self.emulator))
+
+    def writes(
+        self, plural: str, name: str, since: int = 0, subresource: str | None = None
+    ) -> list[kmock.Request]:
+        """Object-changing requests (POST, PATCH, PUT, DELETE) to one object after `since`."""
+        changing = {kmock.method.POST, kmock.method.PATCH, kmock.method.PUT, kmock.method.DELETE}
+        found = []
+        for request in list(self.emulator)[since:]:
+            if request.method not in changing or request.resource is None:
+                continue
+            if request.resource.plural != plural or request.namespace != self.namespace:
+                continue
+            target = request.name or (request.data or {}).get("metadata", {}).get("name")
+            if target == name and request.subresource == subresource:
+                found.append(request)
+        return found
+
     def events(self, reason: str | None = None) -> list[dict[str, Any]]:
         """Kubernetes Events posted in the namespace, from the request log: kmock ignores
         `generateName`, so it stores only the first Event of a namespace."""
