@@ -1,4 +1,4 @@
-"""`oms`: administrative verbs (migrate, create-admin, generate-keys)."""
+"""`oms`: administrative verbs (migrate, create-admin, generate-keys, dlq, relay)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--out", default="data/jwt/private.pem")
     keys.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
     keys.set_defaults(handler=_generate_keys)
+
+    dlq = verbs.add_parser("dlq", help="list or replay the dead-letter queue new_order.dlq")
+    _dlq_parser(dlq).set_defaults(handler=_dlq)
+
+    relay = verbs.add_parser("relay", help="run the outbox relay alone (RUN_OUTBOX_RELAY=false)")
+    relay.set_defaults(handler=_relay)
     return parser
+
+
+def _dlq_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from oms.pipeline.dlq import build_parser
+
+    return build_parser(parser)
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from oms.pipeline.dlq import run
+
+    return run(args)
+
+
+def _relay(_args: argparse.Namespace) -> int:
+    from oms.pipeline.relay import main as relay_main
+
+    relay_main()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
