@@ -20,10 +20,12 @@ from oms.settings import Settings
 from tests.infra import RABBITMQ_URL
 from tests.operator.cluster import Cluster, condition, eventually, free_port
 from tests.operator.conftest import OperatorFactory, ordersystem_spec, publish, purge
+from tests.operator.crd import errors, openapi_schema
 
 pytestmark = pytest.mark.slow
 
 SECRET = "oms-jwt-keys"
+STATUS_SCHEMA = openapi_schema()["properties"]["status"]
 
 
 async def given_workers(cluster: Cluster, replicas: int = 1, url: str = RABBITMQ_URL) -> None:
@@ -107,6 +109,7 @@ async def test_creates_a_valid_key_secret_and_never_overwrites_it(
     assert owner["uid"] == created["metadata"]["uid"]
     assert (owner["kind"], owner["controller"]) == ("OrderSystem", True)
     status = (await cluster.ordersystem("oms"))["status"]
+    assert errors(status, STATUS_SCHEMA) == []  # what the API server would accept
     assert status["keyId"] == kid
     assert status["observedGeneration"] == 1
     assert cluster.events("KeyCreated")
@@ -281,6 +284,7 @@ async def test_unreachable_rabbitmq_degrades_and_keeps_the_replicas(
         assert await condition_is(cluster, "KeysReady", "True")
         assert await condition_is(cluster, "Ready", "False")
         assert len(cluster.events("RabbitMQUnreachable")) == 1  # on the transition, not per poll
+        assert errors((await cluster.ordersystem("oms"))["status"], STATUS_SCHEMA) == []
 
         # RabbitMQ "comes back" (the URL now points at the real one): the condition clears.
         await cluster.patch(
