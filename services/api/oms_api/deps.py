@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oms.orders.service import OrderService
 from oms.security.tokens import InvalidTokenError, TokenClaims, verify_access_token
 from oms_api.problems import ProblemError
-from oms_api.ratelimit import RateLimiter, RateLimitPolicy, client_ip
+from oms_api.ratelimit import RateLimiter, client_ip
 from oms_api.state import AppState
 
 logger = logging.getLogger("oms.api.auth")
@@ -99,10 +99,8 @@ def rate_limit_key(request: Request) -> str:
     return "ip:" + client_ip(peer, request.headers.get("x-forwarded-for"), limiter.trusted_proxies)
 
 
-def rate_limited(
-    scope: str, pick: Callable[[RateLimitPolicy], RateLimitItem]
-) -> Callable[..., Awaitable[None]]:
-    """A route dependency enforcing one named limit (see RateLimitPolicy)."""
+def rate_limited(scope: str) -> Callable[..., Awaitable[None]]:
+    """A route dependency enforcing the RateLimitPolicy entry named `scope`."""
 
     async def dependency(
         request: Request,
@@ -111,7 +109,8 @@ def rate_limited(
     ) -> None:
         limiter: RateLimiter = request.app.state.oms.rate_limiter
         if limiter.enabled:
-            await limiter.check(pick(limiter.policy), scope, rate_limit_key(request), response)
+            item: RateLimitItem = getattr(limiter.policy, scope)
+            await limiter.check(item, scope, rate_limit_key(request), response)
 
     return dependency
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import APIRouter, Form, status
 
 from oms.schemas import TokenOut, UserOut, UserRegister
 from oms.security.passwords import hash_password_async, verify_password_async
 from oms.security.tokens import issue_access_token
 from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
-from oms_api.deps import SessionDep, StateDep, rate_limited
-from oms_api.problems import ProblemError, problem_openapi
+from oms_api.deps import SessionDep, StateDep
+from oms_api.problems import ProblemError
+from oms_api.routing import route
 
 router = APIRouter(tags=["auth"])
 
@@ -19,20 +20,15 @@ router = APIRouter(tags=["auth"])
 NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
 
 
-@router.post(
+@route(
+    router,
+    "POST",
     "/register",
+    limit="register",
+    problems=(409, 422, 429),
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses=problem_openapi(409, 422, 429),
-    dependencies=[Depends(rate_limited("register", lambda p: p.register))],
     summary="Create an account",
-)
-@router.post(
-    "/register/",
-    status_code=201,
-    response_model=UserOut,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("register", lambda p: p.register))],
 )
 async def register(body: UserRegister, session: SessionDep) -> UserOut:
     hashed = await hash_password_async(body.password)
@@ -49,18 +45,14 @@ async def register(body: UserRegister, session: SessionDep) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@router.post(
+@route(
+    router,
+    "POST",
     "/token",
+    limit="token",
+    problems=(401, 422, 429),
     response_model=TokenOut,
-    responses=problem_openapi(401, 422, 429),
-    dependencies=[Depends(rate_limited("token", lambda p: p.token))],
     summary="Exchange email and password for an access token (OAuth2 password flow)",
-)
-@router.post(
-    "/token/",
-    response_model=TokenOut,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("token", lambda p: p.token))],
 )
 async def token(
     username: Annotated[

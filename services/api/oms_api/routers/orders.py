@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from oms.orders.service import (
     AccessDeniedError,
@@ -17,9 +17,10 @@ from oms.orders.service import (
 )
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from oms.telemetry import current_trace_headers
-from oms_api.deps import CurrentUser, OrderServiceDep, StateDep, rate_limited
+from oms_api.deps import CurrentUser, OrderServiceDep, StateDep
 from oms_api.metrics import ORDERS_CREATED, STATUS_TRANSITIONS
-from oms_api.problems import ProblemError, problem_openapi
+from oms_api.problems import ProblemError
+from oms_api.routing import route
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -38,20 +39,15 @@ def _not_found(order_id: uuid.UUID) -> ProblemError:
     return ProblemError(404, f"Order {order_id} does not exist.", kind="order-not-found")
 
 
-@router.post(
+@route(
+    router,
+    "POST",
     "/",
+    limit="create_order",
+    problems=(401, 422, 429),
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses=problem_openapi(401, 422, 429),
-    dependencies=[Depends(rate_limited("create_order", lambda p: p.create_order))],
     summary="Create an order",
-)
-@router.post(
-    "",
-    status_code=201,
-    response_model=OrderOut,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("create_order", lambda p: p.create_order))],
 )
 async def create_order(
     body: OrderCreate,
@@ -86,18 +82,14 @@ async def create_order(
     return OrderOut.model_validate(created.order)
 
 
-@router.get(
+@route(
+    router,
+    "GET",
     "/{order_id}/",
+    limit="get_order",
+    problems=(401, 404, 422, 429),
     response_model=OrderOut,
-    responses=problem_openapi(401, 404, 422, 429),
-    dependencies=[Depends(rate_limited("get_order", lambda p: p.get_order))],
     summary="Get one of your orders (served from the cache when possible)",
-)
-@router.get(
-    "/{order_id}",
-    response_model=OrderOut,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("get_order", lambda p: p.get_order))],
 )
 async def get_order(order_id: uuid.UUID, user: CurrentUser, orders: OrderServiceDep) -> Response:
     try:
@@ -107,18 +99,14 @@ async def get_order(order_id: uuid.UUID, user: CurrentUser, orders: OrderService
     return Response(body, media_type="application/json")
 
 
-@router.patch(
+@route(
+    router,
+    "PATCH",
     "/{order_id}/",
+    limit="update_order",
+    problems=(401, 403, 404, 409, 422, 429),
     response_model=OrderOut,
-    responses=problem_openapi(401, 403, 404, 409, 422, 429),
-    dependencies=[Depends(rate_limited("update_order", lambda p: p.update_order))],
     summary="Change an order's status (owner: cancel; admin: any legal transition)",
-)
-@router.patch(
-    "/{order_id}",
-    response_model=OrderOut,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("update_order", lambda p: p.update_order))],
 )
 async def update_order(
     order_id: uuid.UUID, body: OrderStatusUpdate, user: CurrentUser, orders: OrderServiceDep
@@ -152,18 +140,14 @@ async def update_order(
     return OrderOut.model_validate(order)
 
 
-@router.get(
+@route(
+    router,
+    "GET",
     "/user/{user_id}",
+    limit="list_orders",
+    problems=(401, 403, 404, 422, 429),
     response_model=OrderPage,
-    responses=problem_openapi(401, 403, 404, 422, 429),
-    dependencies=[Depends(rate_limited("list_orders", lambda p: p.list_orders))],
     summary="A user's orders, newest first, keyset-paginated",
-)
-@router.get(
-    "/user/{user_id}/",
-    response_model=OrderPage,
-    include_in_schema=False,
-    dependencies=[Depends(rate_limited("list_orders", lambda p: p.list_orders))],
 )
 async def list_user_orders(
     user_id: int,

@@ -1,0 +1,45 @@
+"""Route registration shared by the routers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends
+
+from oms_api.deps import rate_limited
+from oms_api.problems import problem_openapi
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def route(
+    router: APIRouter,
+    method: str,
+    path: str,
+    *,
+    limit: str | None = None,
+    problems: tuple[int, ...] = (),
+    **options: Any,
+) -> Callable[[Endpoint], Endpoint]:
+    """Register an endpoint under `path` and its trailing-slash twin.
+
+    The specification writes routes both with and without the slash; clients get the same
+    answer either way, never a redirect. Only `path` appears in the OpenAPI document. `limit`
+    names the RateLimitPolicy entry guarding the route; `problems` are the documented errors.
+    """
+    dependencies = [Depends(rate_limited(limit))] if limit else []
+    twin = path[:-1] if path.endswith("/") else f"{path}/"
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        shared = {
+            "methods": [method],
+            "dependencies": dependencies,
+            "responses": problem_openapi(*problems),
+            **options,
+        }
+        router.add_api_route(path, endpoint, **shared)
+        router.add_api_route(twin, endpoint, include_in_schema=False, **shared)
+        return endpoint
+
+    return register
