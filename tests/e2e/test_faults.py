@@ -100,7 +100,7 @@ async def test_worker_killed_mid_task_is_redelivered(make_stack: StackFactory) -
     received, succeeded = task_events(first_log)
     interrupted = received - succeeded
     assert interrupted, "the kill should have hit tasks in progress"
-    _received_again, succeeded_later = task_events(stack.worker.logs().replace(first_log, ""))
+    _received_again, succeeded_later = task_events(stack.worker.log_paths[-1].read_text())
     assert interrupted <= succeeded_later  # acks_late: the broker redelivered them
     FIGURES.append(
         f"worker SIGKILL: killed with {len(interrupted)} tasks in progress and "
@@ -124,13 +124,12 @@ async def test_consumer_killed_loses_nothing(make_stack: StackFactory) -> None:
             return await queue_depth(url, QUEUE_NAME) > 0
 
         await eventually(queued, 10, message="events to wait in new_order")
-        restarted = time.monotonic()
         stack.consumer.start()
         drained_in = await processed_over_http(http, token, first + second, timeout=90)
     await assert_processed_exactly_once(stack.settings, first + second)
     FIGURES.append(
         f"consumer SIGKILL: {len(first) + len(second)} orders, all processed "
-        f"{drained_in:.1f}s after the restart ({time.monotonic() - restarted:.1f}s incl. start)"
+        f"{drained_in:.1f}s after the restart command (process start-up included)"
     )
 
 
