@@ -90,8 +90,8 @@ def plan_scale(
 ) -> ScaleDecision:
     """Decide the replicas for this poll. `depth` None means the queue could not be read;
     `consecutive_failures` counts that failure too. `history` comes from the previous decision."""
-    window_start = now - policy.scale_down_window
-    recent = tuple(item for item in history if item.at > window_start)
+    # "Younger than the window" computed as an age, the same way everywhere (float-safe edges).
+    recent = tuple(item for item in history if now - item.at < policy.scale_down_window)
     if policy.paused:
         return ScaleDecision(current, ScaleReason.PAUSED, None, recent)
     if depth is None:

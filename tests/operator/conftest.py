@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,21 @@ async def cluster(
     return Cluster(kmock, namespace)
 
 
+@contextlib.contextmanager
+def preserved_logging() -> Iterator[None]:
+    """`kopf run` re-configures the root logger (a handler on the runner's captured stderr, level
+    INFO, asyncio muted); put everything back so later tests log as before."""
+    root = logging.getLogger()
+    aio = logging.getLogger("asyncio")
+    saved = (list(root.handlers), root.level, list(aio.handlers), aio.propagate)
+    try:
+        yield
+    finally:
+        root.handlers[:], aio.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        aio.propagate = saved[3]
+
+
 @dataclass
 class RunningOperator:
     runner: KopfRunner
@@ -88,11 +104,12 @@ def run_operator(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> OperatorF
         runner = KopfRunner(args, timeout=30)
         # The emulator runs on this test's event loop, the operator on its own thread's loop:
         # entering and leaving happen in threads so this loop keeps serving the operator.
-        await asyncio.to_thread(runner.__enter__)
-        try:
-            yield RunningOperator(runner, metrics_port, liveness_port)
-        finally:
-            await asyncio.to_thread(runner.__exit__, None, None, None)
+        with preserved_logging():
+            await asyncio.to_thread(runner.__enter__)
+            try:
+                yield RunningOperator(runner, metrics_port, liveness_port)
+            finally:
+                await asyncio.to_thread(runner.__exit__, None, None, None)
         assert runner.exit_code == 0, runner.output
         assert runner.exception is None, runner.output
 
