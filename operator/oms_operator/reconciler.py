@@ -144,7 +144,8 @@ class OrderSystemController:
         self._reader_url: str | None = None
         self._secret_cache: tuple[str, SecretReading] | None = None
         self._scaling: ScalingOutcome | None = None
-        self._last_scale_time: str | None = None
+        # Kept across operator restarts: the status is the only memory of the last scale.
+        self._last_scale_time: str | None = (body.get("status") or {}).get("lastScaleTime")
         self._published: dict[str, Any] | None = None
         self._conditions: list[dict[str, Any]] = list(
             (body.get("status") or {}).get("conditions") or []
