@@ -49,6 +49,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "service": self.service,
+            # Tells apart the processes of one service (uvicorn workers, Celery prefork children).
+            "pid": record.process,
             "msg": record.getMessage(),
             **trace_fields(),
         }

@@ -46,6 +46,22 @@ def configure_tracing(service_name: str) -> bool:
     return True
 
 
+def tracing_active() -> bool:
+    """Whether this process exports spans (configure_tracing succeeded here)."""
+    return _provider is not None
+
+
+def instrument_aio_pika() -> None:
+    """Trace aio-pika publishes and consumer callbacks, propagating context in AMQP headers."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+
+    instrumentor = AioPikaInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=_provider)
+
+
 def shutdown_tracing() -> None:
     """Flush buffered spans (call on process exit)."""
     global _provider

@@ -12,11 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from celery import Celery
+from opentelemetry.trace import SpanKind
 
 from oms.messaging.contracts import OrderCreatedEvent
-from oms.pipeline.celery_config import PROCESS_ORDER_TASK
+from oms.pipeline.celery_config import PROCESS_ORDER_TASK, TASK_QUEUE
+from oms.telemetry import current_trace_headers, tracer
 
 logger = logging.getLogger("oms.consumer.dispatch")
+_tracer = tracer("oms.consumer")
 
 
 class DispatchError(RuntimeError):
@@ -56,10 +59,28 @@ class CeleryDispatcher:
         )
 
     async def dispatch(self, event: OrderCreatedEvent, trace: dict[str, str]) -> None:
+        # Our own producer span: Celery's instrumentation cannot trace send_task of a task this
+        # process does not register (it would leave its span open). Without tracing the
+        # incoming context passes through unchanged.
+        with _tracer.start_as_current_span(
+            f"{TASK_QUEUE} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": TASK_QUEUE,
+                "messaging.message.id": str(event.event_id),
+                "celery.task_name": PROCESS_ORDER_TASK,
+                "oms.order_id": str(event.order_id),
+            },
+        ):
+            headers = {**trace, **current_trace_headers()}
+            await self._dispatch(event, headers)
+
+    async def _dispatch(self, event: OrderCreatedEvent, headers: dict[str, str]) -> None:
         loop = asyncio.get_running_loop()
         for attempt in range(1, self._attempts + 1):
             try:
-                await loop.run_in_executor(self._executor, self._send, event, trace)
+                await loop.run_in_executor(self._executor, self._send, event, headers)
                 return
             except Exception as error:
                 logger.warning(

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import REGISTRY
-
 from oms.logging import configure_logging
 from oms.pipeline.celery_config import create_celery_app
 from oms.pipeline.probes import ProbeServer
+from oms.prometheus import scrape_registry
 from oms.settings import Settings, get_settings
+from oms.telemetry import configure_tracing, instrument_aio_pika, shutdown_tracing
 from oms_consumer.dispatch import CeleryDispatcher
+from oms_consumer.queues import QueueDepthMonitor
 from oms_consumer.service import OrderEventConsumer
 
 logger = logging.getLogger("oms.consumer")
@@ -30,8 +31,10 @@ async def serve(settings: Settings) -> None:
     )
     consumer = OrderEventConsumer(settings, dispatcher)
     probes = ProbeServer(
-        settings.HOST, settings.CONSUMER_METRICS_PORT, consumer.checks, REGISTRY
+        settings.HOST, settings.CONSUMER_METRICS_PORT, consumer.checks, scrape_registry()
     ).start()
+    queue_monitor = QueueDepthMonitor(lambda: consumer.connection)
+    queue_monitor.start()
     starting = asyncio.create_task(consumer.start())
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -44,13 +47,19 @@ async def serve(settings: Settings) -> None:
         await consumer.stop()
         await starting
     finally:
+        await queue_monitor.stop()
         probes.stop()
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging("consumer", settings.LOG_LEVEL)
-    asyncio.run(serve(settings))
+    if configure_tracing("oms-consumer"):
+        instrument_aio_pika()
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -29,11 +30,21 @@ from aio_pika.exceptions import AMQPException
 
 from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME
 from oms.pipeline.messages import UnparseableMessageError, parse_order_event, trace_context
+from oms.pipeline.metrics import seconds_between
 from oms.pipeline.relay import backoff_delay
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, Topology, declare_topology
 from oms.settings import Settings
 from oms_consumer.dispatch import DispatchError, TaskDispatcher
-from oms_consumer.metrics import CONNECTED, DISPATCH_SECONDS, IN_FLIGHT, MESSAGES
+from oms_consumer.metrics import (
+    CONNECTED,
+    DEAD_LETTERED,
+    DISPATCH_LAG,
+    DISPATCH_SECONDS,
+    IN_FLIGHT,
+    MESSAGES,
+    RECEIVED,
+    REDELIVERED,
+)
 
 logger = logging.getLogger("oms.consumer")
 
@@ -66,6 +77,10 @@ class OrderEventConsumer:
         self._consumer_tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+
+    @property
+    def connection(self) -> AbstractRobustConnection | None:
+        return self._connection
 
     # --- health -------------------------------------------------------------------------------
     def checks(self) -> dict[str, bool]:
@@ -159,6 +174,9 @@ class OrderEventConsumer:
         task.add_done_callback(self._in_flight.discard)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        RECEIVED.inc()
+        if message.redelivered:
+            REDELIVERED.inc()
         IN_FLIGHT.inc()
         try:
             await self._handle(message)
@@ -169,7 +187,7 @@ class OrderEventConsumer:
         try:
             event = parse_order_event(message.body, message.content_type)
         except UnparseableMessageError as error:
-            await self._dead_letter(message, str(error))
+            await self._dead_letter(message, str(error), error.reason)
             return
         started = time.perf_counter()
         try:
@@ -183,10 +201,13 @@ class OrderEventConsumer:
             await self._settle(message.nack(requeue=True))
             return
         DISPATCH_SECONDS.observe(time.perf_counter() - started)
+        DISPATCH_LAG.observe(seconds_between(event.occurred_at, datetime.now(UTC)))
         if await self._settle(message.ack()):
             MESSAGES.labels("dispatched").inc()
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, reason: str, reason_label: str
+    ) -> None:
         assert self._topology is not None
         logger.error(
             "dead-lettering an unusable message",
@@ -202,6 +223,7 @@ class OrderEventConsumer:
             return
         if await self._settle(message.ack()):
             MESSAGES.labels("dead_lettered").inc()
+            DEAD_LETTERED.labels(reason_label).inc()
 
     async def _settle(self, settlement: Awaitable[None]) -> bool:
         """Ack/nack; on a dead channel the broker has already requeued the message."""

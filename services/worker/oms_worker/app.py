@@ -25,6 +25,7 @@ from celery.signals import (
 from oms.pipeline.celery_config import PROCESS_ORDER_TASK, create_celery_app
 from oms.pipeline.processing import process_order
 from oms.settings import Settings, get_settings
+from oms.telemetry import configure_tracing, reset_after_fork, shutdown_tracing
 from oms_worker.metrics import TASK_SECONDS, TASKS, forget_process
 from oms_worker.runtime import RuntimeHolder
 
@@ -58,6 +59,18 @@ def trace_context_of(request: Any) -> dict[str, str]:
     """Trace headers the consumer attached to the task message (seam for OpenTelemetry)."""
     found = {name: getattr(request, name, None) for name in TRACE_HEADERS}
     return {name: value for name, value in found.items() if isinstance(value, str)}
+
+
+def instrument_worker_child() -> None:
+    """Celery task spans continue the trace in the task message headers; redis and SQLAlchemy
+    calls (engines are instrumented where they are created, see oms_worker.runtime) nest."""
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    celery_instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+    for instrumentor in (celery_instrumentor, RedisInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
 
 
 def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
@@ -114,11 +127,17 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
         return result.as_dict()
 
     def open_child(**_: Any) -> None:
+        # The tracer provider and its export thread must be born in the child, after the fork.
+        reset_after_fork()
+        if configure_tracing("oms-worker"):
+            instrument_worker_child()
         runtimes.current()
 
     def close_child(**_: Any) -> None:
         runtimes.close()
         forget_process(os.getpid())
+        # Children leave with os._exit: flush their spans explicitly.
+        shutdown_tracing()
 
     def ready(**_: Any) -> None:
         status.mark_ready()

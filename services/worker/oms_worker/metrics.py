@@ -1,17 +1,22 @@
 """Worker metrics. Prefork children count their own tasks, so the values live in
 prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, prepared by oms_worker.main
-before this module is imported) and the scrape endpoint aggregates them."""
+before this module is imported) and the scrape endpoint aggregates them
+(`oms.prometheus.scrape_registry`). The end-to-end lag histogram
+(`oms_order_processing_lag_seconds`) is recorded by the shared processing function."""
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import Counter, Histogram, multiprocess
+
+from oms.prometheus import MULTIPROC_ENV
 
 TASKS = Counter(
     "oms_worker_tasks_total",
     "process_order_task runs by outcome",
-    ["outcome"],  # processed, already_processed, retried, failed
+    # processed (success), already_processed (duplicate delivery), retried, failed (for good)
+    ["outcome"],
 )
 TASK_SECONDS = Histogram(
     "oms_worker_task_duration_seconds",
@@ -20,15 +25,6 @@ TASK_SECONDS = Histogram(
 )
 
 
-def scrape_registry() -> CollectorRegistry:
-    """The registry to expose: aggregated over all processes when in multiprocess mode."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return registry
-
-
 def forget_process(pid: int) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

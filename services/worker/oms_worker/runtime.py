@@ -20,6 +20,7 @@ from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.resources import build_order_cache
 from oms.settings import Settings
+from oms.telemetry import tracing_active
 
 T = TypeVar("T")
 
@@ -58,6 +59,10 @@ class RuntimeHolder:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         engine = create_engine(self._settings)
+        if tracing_active():
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+            SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
         return WorkerRuntime(
             pid=os.getpid(),
             loop=loop,

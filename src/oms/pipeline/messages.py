@@ -27,7 +27,14 @@ class OutboxRecord:
 
 
 class UnparseableMessageError(ValueError):
-    """The body is not an event we understand; redelivering it would never help."""
+    """The body is not an event we understand; redelivering it would never help.
+
+    `reason` is a short fixed word (a metric label): `content_type` or `invalid_event`.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid_event") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def build_message(record: OutboxRecord) -> Message:
@@ -44,7 +51,9 @@ def build_message(record: OutboxRecord) -> Message:
 
 def parse_order_event(body: bytes, content_type: str | None) -> OrderCreatedEvent:
     if content_type not in (None, CONTENT_TYPE):
-        raise UnparseableMessageError(f"unsupported content type {content_type!r}")
+        raise UnparseableMessageError(
+            f"unsupported content type {content_type!r}", reason="content_type"
+        )
     try:
         return OrderCreatedEvent.model_validate_json(body)
     except ValidationError as error:

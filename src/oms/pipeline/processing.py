@@ -23,8 +23,12 @@ from oms.cache import OrderCache
 from oms.db.models import Order, OrderStatus
 from oms.db.session import session_scope
 from oms.orders.service import serialize_order
+from oms.pipeline.metrics import ORDER_PROCESSING_LAG, seconds_between
+from oms.telemetry import tracer
 
 Outcome = Literal["processed", "already_processed"]
+
+_tracer = tracer("oms.pipeline.processing")
 
 
 class OrderMissingError(LookupError):
@@ -71,6 +75,20 @@ async def process_order(
     *,
     delay_seconds: float = 0.0,
 ) -> ProcessingResult:
+    with _tracer.start_as_current_span(
+        "process order", attributes={"oms.order_id": str(order_id)}
+    ) as span:
+        result = await _process_order(session_factory, cache, order_id, delay_seconds)
+        span.set_attributes({"oms.outcome": result.outcome, "oms.order_valid": result.valid})
+        return result
+
+
+async def _process_order(
+    session_factory: async_sessionmaker[AsyncSession],
+    cache: OrderCache,
+    order_id: uuid.UUID,
+    delay_seconds: float,
+) -> ProcessingResult:
     if delay_seconds:
         await asyncio.sleep(delay_seconds)
     async with session_scope(session_factory) as session:
@@ -91,6 +109,8 @@ async def process_order(
             if recorded.scalar_one_or_none() is not None:
                 outcome = "processed"
         await session.refresh(order)
+    if outcome == "processed" and order.processed_at is not None:
+        ORDER_PROCESSING_LAG.observe(seconds_between(order.created_at, order.processed_at))
     # Also on "already_processed": a previous run may have committed and then failed to reach
     # the cache, and this retry is what repairs it.
     await cache.put(str(order.id), order.version, serialize_order(order))

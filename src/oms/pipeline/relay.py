@@ -30,9 +30,16 @@ from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory, session_scope
 from oms.logging import configure_logging
 from oms.pipeline.messages import OutboxRecord
+from oms.pipeline.metrics import (
+    OUTBOX_EVENTS_FAILED,
+    OUTBOX_EVENTS_PUBLISHED,
+    OUTBOX_PUBLISH_SECONDS,
+    OUTBOX_RELAY_FAILURES,
+)
 from oms.pipeline.resources import build_order_cache
 from oms.pipeline.sinks import EventSink, InProcessDispatcher, RabbitPublisher, SinkUnavailableError
 from oms.settings import Settings, get_settings
+from oms.telemetry import configure_tracing
 
 logger = logging.getLogger("oms.pipeline.relay")
 
@@ -186,7 +193,9 @@ class OutboxRelay:
             ]
             if not records:
                 return BatchOutcome(0, 0)
+            started = time.perf_counter()
             accepted = await self._sink.deliver(records)
+            OUTBOX_PUBLISH_SECONDS.observe(time.perf_counter() - started)
             outcomes = list(zip(records, accepted, strict=True))
             delivered_ids = [record.id for record, ok in outcomes if ok]
             refused_ids = [record.id for record, ok in outcomes if not ok]
@@ -207,6 +216,8 @@ class OutboxRelay:
                 )
         self.stats.delivered += len(delivered_ids)
         self.stats.refused += len(refused_ids)
+        OUTBOX_EVENTS_PUBLISHED.inc(len(delivered_ids))
+        OUTBOX_EVENTS_FAILED.inc(len(refused_ids))
         if delivered_ids:
             logger.debug("relayed outbox events", extra={"count": len(delivered_ids)})
         return BatchOutcome(len(records), len(delivered_ids))
@@ -233,6 +244,7 @@ class OutboxRelay:
             logger.info("purged sent outbox events", extra={"count": purged})
 
     def _record_failure(self, error: str) -> None:
+        OUTBOX_RELAY_FAILURES.inc()
         self.stats.failures += 1
         self.stats.consecutive_failures += 1
         self.stats.last_error = error
@@ -275,6 +287,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging("relay", settings.LOG_LEVEL)
+    configure_tracing("oms-relay")
 
     async def serve() -> None:
         stop = asyncio.Event()

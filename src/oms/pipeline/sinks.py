@@ -9,19 +9,36 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, AbstractExchange, PublishResultType
 from aio_pika.exceptions import AMQPException
 from pamqp.commands import Basic
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
-from oms.messaging.contracts import ROUTING_KEY, OrderCreatedEvent
+from oms.messaging.contracts import EXCHANGE_NAME, ROUTING_KEY, OrderCreatedEvent
 from oms.pipeline.messages import OutboxRecord, build_message
 from oms.pipeline.processing import process_order
 from oms.pipeline.topology import Topology, declare_topology
+from oms.telemetry import context_from_headers, current_trace_headers, instrument_aio_pika, tracer
 
 logger = logging.getLogger("oms.pipeline.sinks")
+_tracer = tracer("oms.pipeline.relay")
+
+
+RABBITMQ_SPAN_ATTRIBUTES = {
+    "messaging.system": "rabbitmq",
+    "messaging.destination.name": EXCHANGE_NAME,
+    "messaging.rabbitmq.destination.routing_key": ROUTING_KEY,
+}
+
+
+def _relay_span_attributes(record: OutboxRecord) -> dict[str, str]:
+    return {
+        "messaging.message.id": str(record.id),
+        "oms.event_type": record.event_type,
+        "oms.order_id": str(record.payload.get("order_id", "")),
+    }
 
 
 class SinkUnavailableError(ConnectionError):
@@ -44,6 +61,7 @@ class RabbitPublisher:
     the durable queue)."""
 
     def __init__(self, url: str, timeout_seconds: float) -> None:
+        instrument_aio_pika()
         self._url = url
         self._timeout = timeout_seconds
         self._connection: AbstractConnection | None = None
@@ -70,12 +88,7 @@ class RabbitPublisher:
             raise SinkUnavailableError("not connected")
         exchange = self._topology.exchange
         confirmations = await asyncio.gather(
-            *(
-                exchange.publish(
-                    build_message(record), ROUTING_KEY, mandatory=True, timeout=self._timeout
-                )
-                for record in records
-            ),
+            *(self._publish(exchange, record) for record in records),
             return_exceptions=True,
         )
         delivered = [isinstance(confirmation, Basic.Ack) for confirmation in confirmations]
@@ -93,6 +106,23 @@ class RabbitPublisher:
                 extra={"refused": delivered.count(False), "batch": len(records)},
             )
         return delivered
+
+    async def _publish(
+        self, exchange: AbstractExchange, record: OutboxRecord
+    ) -> PublishResultType | None:
+        # Each event continues the trace of the request that created it, stored on its row.
+        with _tracer.start_as_current_span(
+            "outbox relay",
+            context=context_from_headers(record.headers),
+            attributes={**RABBITMQ_SPAN_ATTRIBUTES, **_relay_span_attributes(record)},
+        ):
+            message = build_message(record)
+            # Our span becomes the parent downstream (aio-pika's own publish span, when
+            # instrumented, replaces it with a child of this one).
+            message.headers.update(current_trace_headers())
+            return await exchange.publish(
+                message, ROUTING_KEY, mandatory=True, timeout=self._timeout
+            )
 
     async def close(self) -> None:
         connection, self._connection, self._topology = self._connection, None, None
@@ -125,6 +155,14 @@ class InProcessDispatcher:
         return [await self._deliver_one(record) for record in records]
 
     async def _deliver_one(self, record: OutboxRecord) -> bool:
+        with _tracer.start_as_current_span(
+            "outbox relay in-process",
+            context=context_from_headers(record.headers),
+            attributes=_relay_span_attributes(record),
+        ):
+            return await self._process(record)
+
+    async def _process(self, record: OutboxRecord) -> bool:
         try:
             event = OrderCreatedEvent.model_validate(record.payload)
         except ValidationError:
