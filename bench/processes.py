@@ -1,0 +1,213 @@
+"""Services under test as real processes, and the shared infrastructure the run borrows.
+
+Every run creates its own PostgreSQL databases, RabbitMQ vhost and Redis key prefix and removes
+them afterwards; the shared servers themselves are never restarted or reconfigured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from redis.asyncio import Redis
+
+from bench.harness import descendants, parent_pid, vm_hwm_kib
+
+
+class BenchSetupError(RuntimeError):
+    """Something the run needs did not come up; the message says what and where to look."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run_command(*argv: str, env: dict[str, str] | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    if process.returncode != 0:
+        raise BenchSetupError(f"{' '.join(argv)} failed ({process.returncode}):\n{text}")
+    return text
+
+
+# --- /proc ---------------------------------------------------------------------------------
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def process_tree(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _read(entry / "stat")
+            if stat:
+                parents[int(entry.name)] = parent_pid(stat)
+    return descendants(root, parents)
+
+
+def peak_rss_mb(root: int) -> float:
+    """Sum of VmHWM over a process and its descendants (uvicorn workers, Celery children)."""
+    total_kib = 0
+    for pid in process_tree(root):
+        status = _read(Path(f"/proc/{pid}/status"))
+        if status:
+            total_kib += vm_hwm_kib(status)
+    return total_kib / 1024
+
+
+# --- services ------------------------------------------------------------------------------
+@dataclass
+class Service:
+    """One process (and its children) in its own session, logging to `workdir/<name>.log`."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    ready_url: str
+    process: subprocess.Popen[bytes] | None = None
+    peak_rss: float = 0.0
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    def start(self) -> Service:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    async def wait_ready(self, within_seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + within_seconds
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                if not self.running:
+                    raise BenchSetupError(f"{self.name} exited; see {self.log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(self.ready_url)).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise BenchSetupError(
+                        f"{self.name} not ready in {within_seconds}s; see {self.log_path}"
+                    )
+                await asyncio.sleep(0.2)
+
+    def record_peak_rss(self) -> float:
+        if self.running and self.process is not None:
+            self.peak_rss = max(self.peak_rss, peak_rss_mb(self.process.pid))
+        return self.peak_rss
+
+    async def stop(self, grace_seconds: float = 20.0) -> None:
+        """SIGTERM to the service's process group (graceful), SIGKILL if it overstays."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        self.record_peak_rss()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, grace_seconds)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait, 5)
+
+
+# --- borrowed infrastructure ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Infra:
+    pg_host: str
+    pg_port: int
+    pg_user: str
+    redis_base: str
+    rabbitmq_host: str
+    rabbitmq_port: int
+    rabbitmqctl: str
+
+    @classmethod
+    def from_env(cls) -> Infra:
+        env = os.environ.get
+        return cls(
+            pg_host=env("BENCH_POSTGRES_HOST", "127.0.0.1"),
+            pg_port=int(env("BENCH_POSTGRES_PORT", "5432")),
+            pg_user=env("BENCH_POSTGRES_USER", "postgres"),
+            redis_base=env("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+            rabbitmq_host=env("BENCH_RABBITMQ_HOST", "127.0.0.1"),
+            rabbitmq_port=int(env("BENCH_RABBITMQ_PORT", "5672")),
+            rabbitmqctl=env("BENCH_RABBITMQCTL", "rabbitmqctl"),
+        )
+
+    def amqp_url(self, vhost: str) -> str:
+        return f"amqp://guest:guest@{self.rabbitmq_host}:{self.rabbitmq_port}/{vhost}"
+
+    async def connect(self, database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=self.pg_host, port=self.pg_port, user=self.pg_user, database=database
+        )
+
+    async def create_database(self, name: str, template: str | None = None) -> None:
+        admin = await self.connect()
+        try:
+            clause = f' TEMPLATE "{template}"' if template else ""
+            await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+        finally:
+            await admin.close()
+
+    async def drop_database(self, name: str) -> None:
+        admin = await self.connect()
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    async def create_vhost(self, name: str) -> None:
+        await run_command(self.rabbitmqctl, "add_vhost", name, "-q")
+        await run_command(
+            self.rabbitmqctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*", "-q"
+        )
+
+    async def delete_vhost(self, name: str) -> None:
+        await run_command(self.rabbitmqctl, "delete_vhost", name, "-q")
+
+    async def delete_redis_prefix(self, prefix: str) -> int:
+        deleted = 0
+        for db in (0, 1, 2):
+            client = Redis.from_url(f"{self.redis_base}/{db}")
+            try:
+                keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+                for start in range(0, len(keys), 1000):
+                    deleted += int(await client.delete(*keys[start : start + 1000]))
+            finally:
+                await client.aclose()
+        return deleted
