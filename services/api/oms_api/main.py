@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import uvicorn
 
 from oms.logging import configure_logging
+from oms.prometheus import MULTIPROC_ENV, prepare_multiprocess_dir
 from oms.settings import Settings, get_settings
 
 
@@ -26,6 +28,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def main() -> None:
     settings = get_settings()
     configure_logging("api", settings.LOG_LEVEL)
+    if settings.API_WORKERS > 1 or os.environ.get(MULTIPROC_ENV):
+        # Several uvicorn workers: each counts in its own file, /metrics adds them up. Must
+        # happen before the workers import prometheus_client (they inherit the variable).
+        prepare_multiprocess_dir("oms-api-")
     uvicorn.run("oms_api.app:create_app", factory=True, **server_options(settings))
 
 

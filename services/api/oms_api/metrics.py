@@ -42,12 +42,13 @@ RATE_LIMIT_ERRORS = Counter(
 OUTBOX_BACKLOG = Gauge(
     "oms_outbox_backlog_messages",
     "Outbox events not yet confirmed by the broker",
-    multiprocess_mode="max",
+    # Read at scrape time by whichever worker serves /metrics: its reading is the latest.
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_OLDEST_AGE = Gauge(
     "oms_outbox_oldest_unsent_age_seconds",
     "Age of the oldest unsent outbox event",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 
 UNMATCHED_ROUTE = "<unmatched>"
