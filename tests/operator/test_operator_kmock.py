@@ -67,6 +67,15 @@ async def condition_is(
     return found
 
 
+async def posted(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
+    """Events are posted by Kopf's background poster: wait for them rather than race it."""
+
+    async def found() -> list[dict[str, Any]]:
+        return cluster.events(reason)
+
+    return await eventually(found)
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     samples = {}
@@ -112,7 +121,7 @@ async def test_creates_a_valid_key_secret_and_never_overwrites_it(
     assert errors(status, STATUS_SCHEMA) == []  # what the API server would accept
     assert status["keyId"] == kid
     assert status["observedGeneration"] == 1
-    assert cluster.events("KeyCreated")
+    assert await posted(cluster, "KeyCreated")
     assert "finalizers" not in (await cluster.ordersystem("oms"))["metadata"]
 
     # A restarted operator finds the valid Secret and leaves it exactly as it is.
@@ -158,7 +167,7 @@ async def test_a_deleted_secret_comes_back_and_a_broken_one_is_repaired(
             return data if data and data["kid"] != second["kid"] else None
 
         third = await eventually(repaired)
-        assert cluster.events("KeyRepaired")
+        assert await posted(cluster, "KeyRepaired")
     assert second["kid"].decode() in published_kids(third)
     settings, keys = api_key_set(tmp_path, third)
     assert verify_access_token(settings, keys, old_token).user_id == 1
@@ -187,6 +196,7 @@ async def test_rotation_publishes_first_then_signs_and_keeps_the_old_key(
             return data if data and data["kid"] != first["kid"] else None
 
         second = await eventually(rotated, timeout=15)
+        await posted(cluster, "KeyRotated")
         reasons = [event["reason"] for event in cluster.events()]
     assert reasons.index("KeyStaged") < reasons.index("KeyRotated")
     new_kid, old_kid = second["kid"].decode(), first["kid"].decode()
@@ -228,8 +238,12 @@ async def test_queue_depth_scales_workers_up_at_once_and_down_after_the_window(
             return await cluster.replicas("oms-worker") == replicas
 
         await eventually(lambda: scaled_to(4))
-        status = (await cluster.ordersystem("oms"))["status"]
-        assert status["desiredReplicas"] == 4
+
+        async def reported() -> dict[str, Any] | None:
+            status: dict[str, Any] = (await cluster.ordersystem("oms"))["status"]
+            return status if status.get("desiredReplicas") == 4 else None
+
+        status = await eventually(reported)
         assert status["queueDepth"] == 35
         assert status["lastScaleTime"]
         samples = scrape(operator.metrics_port)
@@ -256,10 +270,10 @@ async def test_queue_depth_scales_workers_up_at_once_and_down_after_the_window(
         drained_at = time.monotonic()
         await eventually(lambda: scaled_to(1), timeout=window + 10)
         waited = time.monotonic() - drained_at
+        assert await posted(cluster, "ScaledUp")
+        assert await posted(cluster, "ScaledDown")
     # The last busy poll was at most one interval before the purge; the window runs from it.
     assert waited >= window - 1.0, f"scaled down after {waited:.1f}s, inside the window"
-    assert cluster.events("ScaledUp")
-    assert cluster.events("ScaledDown")
 
 
 async def test_unreachable_rabbitmq_degrades_and_keeps_the_replicas(
@@ -283,6 +297,7 @@ async def test_unreachable_rabbitmq_degrades_and_keeps_the_replicas(
         assert await cluster.replicas("oms-worker") == 3
         assert await condition_is(cluster, "KeysReady", "True")
         assert await condition_is(cluster, "Ready", "False")
+        await posted(cluster, "RabbitMQUnreachable")
         assert len(cluster.events("RabbitMQUnreachable")) == 1  # on the transition, not per poll
         assert errors((await cluster.ordersystem("oms"))["status"], STATUS_SCHEMA) == []
 
@@ -316,10 +331,13 @@ async def test_fallback_replicas_after_repeated_failures(
             return await cluster.replicas("oms-worker") == 2
 
         await eventually(fell_back, timeout=15)
-        assert cluster.events("ScaledToFallback")
-        found = await condition_is(cluster, "ScalingActive", "False", "RabbitMQUnreachable")
-        assert found is not None
-        assert "fallback to 2 replicas" in found["message"]
+        assert await posted(cluster, "ScaledToFallback")
+
+        async def reported() -> dict[str, Any] | None:
+            found = await condition_is(cluster, "ScalingActive", "False", "RabbitMQUnreachable")
+            return found if found and "fallback to 2 replicas" in found["message"] else None
+
+        assert await eventually(reported)
 
 
 async def test_paused_reads_but_never_scales(
@@ -358,7 +376,7 @@ async def test_invalid_spec_is_reported_and_nothing_is_created(
         found = await eventually(lambda: condition_is(cluster, "KeysReady", "False", "InvalidSpec"))
         assert "retiredKeyRetention" in found["message"]
         assert await condition_is(cluster, "Degraded", "True", "InvalidSpec")
-        assert cluster.events("InvalidSpec")
+        assert await posted(cluster, "InvalidSpec")
         assert await cluster.secret_data(SECRET) is None
 
 
