@@ -124,33 +124,59 @@ class PipelineRun:
         return percentile(self.lags_s, fraction) * 1000 if self.lags_s else 0.0
 
 
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 0.5)
+
+
+def paired_ratio(values: Sequence[float], ceilings: Sequence[float]) -> float:
+    """Median of the per-round ratios: each round's figure against the ceiling measured right
+    next to it, so load that other work puts on the machine hits both sides of a ratio."""
+    return median([ratio(value, ceiling) for value, ceiling in zip(values, ceilings, strict=True)])
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The interleaved measurements: round i ran baseline[i], get[i], create[i], pgbench[i]
+    one right after the other. Empty lists for phases that were skipped."""
+
+    baseline: Sequence[WrkResult]
+    get_cached: Sequence[WrkResult]
+    create: Sequence[WrkResult]
+    pgbench_tps: Sequence[float]
+
+
 def compute_figures(
-    *,
-    baseline: WrkResult,
-    pgbench_tps: float,
-    create: WrkResult,
-    get_cached: WrkResult,
-    pipeline: PipelineRun,
-    peak_rss_mb: Mapping[str, float],
+    rounds: Rounds, pipeline: PipelineRun | None, peak_rss_mb: Mapping[str, float]
 ) -> dict[str, float]:
-    """The figures `make bench` prints and stores, in the order it prints them."""
-    figures: dict[str, float] = {
-        "create_orders_per_s": create.ok_per_s,
-        "create_p50_ms": create.p50_ms,
-        "create_p99_ms": create.p99_ms,
-        "get_cached_per_s": get_cached.ok_per_s,
-        "get_p99_ms": get_cached.p99_ms,
-        "baseline_per_s": baseline.ok_per_s,
-        "baseline_p99_ms": baseline.p99_ms,
-        "pgbench_tps": pgbench_tps,
-        "create_vs_baseline": ratio(create.ok_per_s, baseline.ok_per_s),
-        "get_vs_baseline": ratio(get_cached.ok_per_s, baseline.ok_per_s),
-        "create_vs_pgbench": ratio(create.ok_per_s, pgbench_tps),
-        "pipeline_orders": float(pipeline.processed),
-        "pipeline_orders_per_s": pipeline.orders_per_s,
-        "pipeline_lag_p50_ms": pipeline.lag_ms(0.50),
-        "pipeline_lag_p99_ms": pipeline.lag_ms(0.99),
-    }
+    """The figures `make bench` prints and stores, in the order it prints them: medians over
+    the rounds. A skipped phase leaves out its figures and the ratios that need it."""
+    create = [result.ok_per_s for result in rounds.create]
+    get_cached = [result.ok_per_s for result in rounds.get_cached]
+    baseline = [result.ok_per_s for result in rounds.baseline]
+    figures: dict[str, float] = {}
+    if create:
+        figures["create_orders_per_s"] = median(create)
+        figures["create_p50_ms"] = median([result.p50_ms for result in rounds.create])
+        figures["create_p99_ms"] = median([result.p99_ms for result in rounds.create])
+    if get_cached:
+        figures["get_cached_per_s"] = median(get_cached)
+        figures["get_p99_ms"] = median([result.p99_ms for result in rounds.get_cached])
+    if baseline:
+        figures["baseline_per_s"] = median(baseline)
+        figures["baseline_p99_ms"] = median([result.p99_ms for result in rounds.baseline])
+    if rounds.pgbench_tps:
+        figures["pgbench_tps"] = median(rounds.pgbench_tps)
+    if create and baseline:
+        figures["create_vs_baseline"] = paired_ratio(create, baseline)
+    if get_cached and baseline:
+        figures["get_vs_baseline"] = paired_ratio(get_cached, baseline)
+    if create and rounds.pgbench_tps:
+        figures["create_vs_pgbench"] = paired_ratio(create, rounds.pgbench_tps)
+    if pipeline is not None:
+        figures["pipeline_orders"] = float(pipeline.processed)
+        figures["pipeline_orders_per_s"] = pipeline.orders_per_s
+        figures["pipeline_lag_p50_ms"] = pipeline.lag_ms(0.50)
+        figures["pipeline_lag_p99_ms"] = pipeline.lag_ms(0.99)
     for service, megabytes in sorted(peak_rss_mb.items()):
         figures[f"peak_rss_{service}_mb"] = megabytes
     return figures
@@ -228,3 +254,80 @@ def results_document(
     figures: Mapping[str, float], machine: Mapping[str, Any], details: Mapping[str, Any]
 ) -> dict[str, Any]:
     return {"figures": rounded(figures), "machine": dict(machine), "details": dict(details)}
+
+
+# --- profiles (py-spy's collapsed "raw" format: `frame;frame;... count` per line) ------------
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def _function(frame: str) -> str:
+    return _LINE_NUMBER.sub(")", frame.strip())
+
+
+def profile_shares(collapsed: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Share of samples per function: (self, inclusive), each in [0, 1]; idle frames count."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_function(frame) for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for function in set(frames):
+            inclusive[function] = inclusive.get(function, 0) + count
+    if total == 0:
+        return {}, {}
+    return (
+        {name: count / total for name, count in own.items()},
+        {name: count / total for name, count in inclusive.items()},
+    )
+
+
+def top_shares(shares: Mapping[str, float], count: int) -> list[str]:
+    ranked = sorted(shares.items(), key=lambda item: item[1], reverse=True)[:count]
+    return [f"{share * 100:5.1f}%  {name}" for name, share in ranked]
+
+
+# --- CPU accounting: who used the cores during a phase --------------------------------------
+def cpu_ticks(stat_text: str) -> int:
+    """utime + stime (clock ticks) from a /proc/<pid>/stat text."""
+    fields = stat_text[stat_text.rindex(")") + 2 :].split()
+    # After the command: state(0) ppid(1) ... utime(11) stime(12).
+    return int(fields[11]) + int(fields[12])
+
+
+def command_name(stat_text: str) -> str:
+    return stat_text[stat_text.index("(") + 1 : stat_text.rindex(")")]
+
+
+def cpu_by_group(
+    before: Mapping[int, int],
+    after: Mapping[int, int],
+    group_of: Mapping[int, str],
+    ticks_per_second: int,
+) -> dict[str, float]:
+    """CPU seconds used between two snapshots ({pid: ticks}), summed per group of pids.
+    Processes that started in between count from zero; ones that ended are lost."""
+    used: dict[str, float] = {}
+    for pid, ticks in after.items():
+        delta = ticks - before.get(pid, 0)
+        if delta > 0:
+            group = group_of.get(pid, "other")
+            used[group] = used.get(group, 0.0) + delta / ticks_per_second
+    return {group: round(seconds, 2) for group, seconds in sorted(used.items())}
+
+
+def machine_ticks(proc_stat_text: str) -> tuple[int, int]:
+    """(busy, idle) clock ticks of all cores together, from /proc/stat's `cpu` line."""
+    for line in proc_stat_text.splitlines():
+        if line.startswith("cpu "):
+            values = [int(value) for value in line.split()[1:]]
+            user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+            return user + nice + system + irq + softirq + steal, idle + iowait
+    raise BenchOutputError("no cpu line in /proc/stat")

@@ -20,7 +20,15 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from bench.harness import descendants, parent_pid, vm_hwm_kib
+from bench.harness import (
+    command_name,
+    cpu_by_group,
+    cpu_ticks,
+    descendants,
+    machine_ticks,
+    parent_pid,
+    vm_hwm_kib,
+)
 
 
 class BenchSetupError(RuntimeError):
@@ -211,3 +219,61 @@ class Infra:
             finally:
                 await client.aclose()
         return deleted
+
+
+# --- CPU accounting ------------------------------------------------------------------------
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+# Infrastructure recognised by command name; everything else not ours counts as "other".
+KNOWN_COMMANDS = {
+    "postgres": "postgresql",
+    "beam.smp": "rabbitmq",
+    "redis-server": "redis",
+    "wrk": "wrk",
+    "py-spy": "py-spy",
+    "pgbench": "pgbench",
+}
+
+
+def cpu_snapshot() -> tuple[dict[int, int], dict[int, str]]:
+    """CPU ticks and command name of every process right now."""
+    ticks: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _read(entry / "stat")
+            if stat:
+                pid = int(entry.name)
+                ticks[pid] = cpu_ticks(stat)
+                names[pid] = command_name(stat)
+    return ticks, names
+
+
+class CpuMeter:
+    """CPU seconds per service (process trees) and per infrastructure server during a phase."""
+
+    def __init__(self, services: list[Service]) -> None:
+        self._services = services
+        self._before, _names = cpu_snapshot()
+        self._machine_before = machine_ticks(_read(Path("/proc/stat")) or "")
+        self._started = time.monotonic()
+
+    def groups(self, names: dict[int, str]) -> dict[int, str]:
+        group_of = {
+            pid: KNOWN_COMMANDS[name] for pid, name in names.items() if name in KNOWN_COMMANDS
+        }
+        for service in self._services:
+            if service.process is not None and service.running:
+                for pid in process_tree(service.process.pid):
+                    group_of[pid] = service.name
+        group_of[os.getpid()] = "harness"
+        return group_of
+
+    def read(self) -> dict[str, float]:
+        after, names = cpu_snapshot()
+        used = cpu_by_group(self._before, after, self.groups(names), TICKS_PER_SECOND)
+        busy, idle = machine_ticks(_read(Path("/proc/stat")) or "")
+        # Includes processes that ended during the phase (pgbench, wrk, their backends).
+        used["all_busy"] = round((busy - self._machine_before[0]) / TICKS_PER_SECOND, 2)
+        used["all_idle"] = round((idle - self._machine_before[1]) / TICKS_PER_SECOND, 2)
+        used["wall_seconds"] = round(time.monotonic() - self._started, 2)
+        return used

@@ -1,14 +1,14 @@
 """`make bench`: measure the API and the pipeline against baselines run side by side.
 
-Phases, one after the other on the same machine (nothing else of ours running meanwhile):
+The run creates its own database, RabbitMQ vhost and Redis key prefix, starts the services as
+processes with production-like settings, and drives them with wrk from a separate process:
 
-1. pgbench: the INSERTs of one order creation, straight into PostgreSQL (database ceiling).
-2. baseline: a bare ASGI endpoint with the same JSON and uvicorn options as the API
-   (framework ceiling), driven by wrk exactly like the cached GET.
-3. pipeline: API + consumer + Celery worker on RabbitMQ; wrk creates a bounded number of
-   orders at full speed and the run waits until the database shows every one processed.
-4. create: wrk POSTs orders to the API (with its outbox relay publishing to RabbitMQ).
-5. get: wrk GETs orders that sit in the Redis cache.
+1. pipeline: API + consumer + Celery worker on RabbitMQ; wrk creates orders at full speed until
+   the database holds --pipeline-orders of them, and the run waits until every one is processed.
+2. rounds (--rounds of them): the bare ASGI baseline (same JSON, same uvicorn options), the
+   cached GET, the create, and pgbench running the INSERTs of one creation, each for
+   --duration seconds, one right after the other. Interleaving puts whatever else the machine
+   is doing on both sides of each ratio; the figures are medians over the rounds.
 
 Figures go to stdout as `name: value` lines and to bench/results/latest.json (or --output).
 """
@@ -38,6 +38,7 @@ import httpx
 
 from bench.harness import (
     PipelineRun,
+    Rounds,
     WrkResult,
     busy_note,
     compute_figures,
@@ -47,9 +48,18 @@ from bench.harness import (
     parse_pgbench_latency_ms,
     parse_pgbench_tps,
     parse_wrk_output,
+    profile_shares,
     results_document,
+    top_shares,
 )
-from bench.processes import BenchSetupError, Infra, Service, free_port, run_command
+from bench.processes import (
+    BenchSetupError,
+    CpuMeter,
+    Infra,
+    Service,
+    free_port,
+    run_command,
+)
 from oms.db.models import UserRole
 from oms.migrations.runner import upgrade_async
 from oms.schemas import OrderOut
@@ -66,6 +76,7 @@ PASSWORD = "bench12345"
 # Far above what a 2-core machine can send: the limiter still runs (and costs what it costs),
 # it just never refuses.
 RAISED_LIMIT = "100000000/minute"
+SKIPPABLE = frozenset({"pgbench", "baseline", "pipeline"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,7 @@ class Account:
 class Options:
     duration: float
     warmup: float
+    rounds: int
     connections: int
     threads: int
     api_workers: int
@@ -87,36 +99,52 @@ class Options:
     get_ids: int
     output: Path
     keep_logs: Path
+    profile: Path | None
+    skip: frozenset[str]
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
         parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
         env = os.environ.get
-        parser.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "10")))
-        parser.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "3")))
-        parser.add_argument("--connections", type=int, default=int(env("BENCH_CONNECTIONS", "50")))
-        parser.add_argument("--threads", type=int, default=int(env("BENCH_THREADS", "1")))
-        parser.add_argument("--api-workers", type=int, default=int(env("BENCH_API_WORKERS", "2")))
-        parser.add_argument(
-            "--worker-concurrency", type=int, default=int(env("BENCH_WORKER_CONCURRENCY", "2"))
-        )
-        parser.add_argument(
-            "--pipeline-orders", type=int, default=int(env("BENCH_PIPELINE_ORDERS", "3000"))
-        )
-        parser.add_argument(
-            "--pgbench-clients", type=int, default=int(env("BENCH_PGBENCH_CLIENTS", "32"))
-        )
-        parser.add_argument("--get-ids", type=int, default=1000)
+        number = parser.add_argument
+        number("--duration", type=float, default=float(env("BENCH_DURATION", "5")))
+        number("--warmup", type=float, default=float(env("BENCH_WARMUP", "3")))
+        number("--rounds", type=int, default=int(env("BENCH_ROUNDS", "3")))
+        number("--connections", type=int, default=int(env("BENCH_CONNECTIONS", "50")))
+        number("--threads", type=int, default=int(env("BENCH_THREADS", "1")))
+        number("--api-workers", type=int, default=int(env("BENCH_API_WORKERS", "2")))
+        number("--worker-concurrency", type=int, default=int(env("BENCH_WORKER_CONCURRENCY", "2")))
+        number("--pipeline-orders", type=int, default=int(env("BENCH_PIPELINE_ORDERS", "3000")))
+        number("--pgbench-clients", type=int, default=int(env("BENCH_PGBENCH_CLIENTS", "32")))
+        number("--get-ids", type=int, default=1000)
         parser.add_argument(
             "--output", type=Path, default=Path(env("BENCH_OUTPUT", "bench/results/latest.json"))
         )
         parser.add_argument("--keep-logs", type=Path, default=REPO_DIR / "data" / "bench")
+        parser.add_argument(
+            "--profile",
+            type=Path,
+            default=None,
+            help="record the services with py-spy during the first round into this folder",
+        )
+        parser.add_argument(
+            "--skip",
+            default="",
+            help="comma-separated phases to leave out while iterating (pgbench,baseline,"
+            "pipeline); a full run, the one to record, skips nothing",
+        )
         args = parser.parse_args(argv)
+        skip = frozenset(part.strip() for part in args.skip.split(",") if part.strip())
+        if not skip <= SKIPPABLE:
+            parser.error(f"--skip takes {', '.join(sorted(SKIPPABLE))}")
         if args.pipeline_orders < 2000:
             parser.error("--pipeline-orders must be at least 2000")
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
         return cls(
             duration=args.duration,
             warmup=args.warmup,
+            rounds=args.rounds,
             connections=args.connections,
             threads=args.threads,
             api_workers=args.api_workers,
@@ -126,6 +154,8 @@ class Options:
             get_ids=args.get_ids,
             output=args.output,
             keep_logs=args.keep_logs,
+            profile=args.profile,
+            skip=skip,
         )
 
 
@@ -187,10 +217,15 @@ class Run:
             "RATE_LIMIT_ENABLED": "true",
             **{
                 f"RATE_LIMIT_{scope}": RAISED_LIMIT
-                for scope in ("CREATE_ORDER", "GET_ORDER", "UPDATE_ORDER", "LIST_ORDERS")
+                for scope in (
+                    "CREATE_ORDER",
+                    "GET_ORDER",
+                    "UPDATE_ORDER",
+                    "LIST_ORDERS",
+                    "REGISTER",
+                    "TOKEN",
+                )
             },
-            "RATE_LIMIT_REGISTER": RAISED_LIMIT,
-            "RATE_LIMIT_TOKEN": RAISED_LIMIT,
             **extra,
         }
         env.update({name: str(value) for name, value in values.items()})
@@ -234,21 +269,61 @@ class Run:
         # Same schema and indexes for pgbench, in a database nobody relays from.
         await self.infra.create_database(self.pgbench_database, template=self.database)
 
-    # --- load generation --------------------------------------------------------------------
-    def wrk_argv(
-        self, script: str, url: str, duration: float, script_args: tuple[str, ...]
-    ) -> list[str]:
-        return [
-            "wrk",
-            f"--threads={self.options.threads}",
-            f"--connections={self.options.connections}",
-            f"--duration={max(1, round(duration))}s",
-            "--timeout=10s",
-            f"--script={WRK_DIR / script}",
-            url,
-            "--",
-            *script_args,
-        ]
+    # --- measuring --------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def measured(
+        self, label: str, seconds: float, *profiled: Service, profile: bool = True
+    ) -> AsyncIterator[None]:
+        """Who used the CPU while the block ran (details.cpu_seconds.<label>), and with
+        --profile a py-spy recording of the `profiled` services for `seconds`."""
+        meter = CpuMeter(self.services)
+        try:
+            if profile:
+                async with self.profiled(label, seconds, *profiled):
+                    yield
+            else:
+                yield
+        finally:
+            self.details.setdefault("cpu_seconds", {}).setdefault(label, []).append(meter.read())
+
+    @contextlib.asynccontextmanager
+    async def profiled(self, label: str, seconds: float, *services: Service) -> AsyncIterator[None]:
+        """py-spy on each service's process tree while the block runs (with --profile only);
+        writes the collapsed stacks and a summary of where the time went."""
+        folder = self.options.profile
+        if folder is None or not services:
+            yield
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        recorders: list[tuple[Path, asyncio.subprocess.Process]] = []
+        for service in services:
+            if service.process is None:
+                continue
+            path = folder / f"{label}-{service.name}.txt"
+            recorder = await asyncio.create_subprocess_exec(
+                str(VENV_BIN / "py-spy"),
+                "record",
+                f"--pid={service.process.pid}",
+                "--subprocesses",
+                "--nonblocking",
+                "--rate=250",
+                f"--duration={max(1, round(seconds))}",
+                "--format=raw",
+                f"--output={path}",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            recorders.append((path, recorder))
+        try:
+            yield
+        finally:
+            for path, recorder in recorders:
+                await recorder.wait()
+                if path.exists():
+                    own, inclusive = profile_shares(path.read_text())
+                    summary = ["self:", *top_shares(own, 50), "", "inclusive:"]
+                    summary += top_shares(inclusive, 150)
+                    path.with_suffix(".summary").write_text("\n".join(summary) + "\n")
 
     async def wrk(
         self,
@@ -261,8 +336,19 @@ class Run:
     ) -> WrkResult:
         """One wrk run; with `until`, wrk is interrupted (SIGINT, it still reports) as soon as
         the condition holds, checked every 0.2 s."""
+        argv = [
+            "wrk",
+            f"--threads={self.options.threads}",
+            f"--connections={self.options.connections}",
+            f"--duration={max(1, round(duration))}s",
+            "--timeout=10s",
+            f"--script={WRK_DIR / script}",
+            url,
+            "--",
+            *script_args,
+        ]
         process = await asyncio.create_subprocess_exec(
-            *self.wrk_argv(script, url, duration, script_args),
+            *argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "BENCH_WRK_DIR": str(WRK_DIR)},
@@ -279,10 +365,9 @@ class Run:
         if process.returncode != 0:
             raise BenchSetupError(f"wrk failed ({process.returncode}):\n{output}")
         result = parse_wrk_output(output)
-        self.details.setdefault("wrk", {})[label] = {
-            **asdict(result),
-            "ok_per_s": round(result.ok_per_s, 1),
-        }
+        self.details.setdefault("wrk", {}).setdefault(label, []).append(
+            {**asdict(result), "ok_per_s": round(result.ok_per_s, 1)}
+        )
         if result.error_ratio > 0:
             self.log(
                 f"{label}: {result.status_errors} error statuses, {result.socket_errors} "
@@ -290,8 +375,8 @@ class Run:
             )
         return result
 
-    async def pgbench(self, user_id: int, duration: float) -> str:
-        return await run_command(
+    async def pgbench(self, user_id: int, duration: float, label: str) -> float:
+        output = await run_command(
             "pgbench",
             f"--host={self.infra.pg_host}",
             f"--port={self.infra.pg_port}",
@@ -305,12 +390,17 @@ class Run:
             f"--file={PGBENCH_SCRIPT}",
             self.pgbench_database,
         )
+        tps = parse_pgbench_tps(output)
+        self.details.setdefault("pgbench", {}).setdefault(label, []).append(
+            {"tps": tps, "latency_average_ms": parse_pgbench_latency_ms(output)}
+        )
+        return tps
 
-    # --- phases -----------------------------------------------------------------------------
-    async def measure_pgbench(self) -> float:
+    # --- accounts and data ------------------------------------------------------------------
+    async def pgbench_user(self) -> int:
         connection = await self.infra.connect(self.pgbench_database)
         try:
-            user_id = int(
+            return int(
                 await connection.fetchval(
                     "INSERT INTO users (email, hashed_password, role, created_at) "
                     "VALUES ('pgbench@example.com', 'x', 'user', now()) RETURNING id"
@@ -318,37 +408,6 @@ class Run:
             )
         finally:
             await connection.close()
-        self.log("pgbench: warm-up")
-        await self.pgbench(user_id, self.options.warmup)
-        self.log("pgbench: measuring")
-        output = await self.pgbench(user_id, self.options.duration)
-        tps = parse_pgbench_tps(output)
-        self.details["pgbench"] = {
-            "clients": self.options.pgbench_clients,
-            "tps": tps,
-            "latency_average_ms": parse_pgbench_latency_ms(output),
-        }
-        return tps
-
-    async def measure_baseline(self, body: bytes, ids_file: Path, token: str) -> WrkResult:
-        port = free_port()
-        baseline = self.service(
-            "baseline",
-            [sys.executable, "-m", "bench.baseline_app"],
-            f"http://127.0.0.1:{port}/",
-            PORT=port,
-            BENCH_BASELINE_BODY=body.decode(),
-            PYTHONPATH=REPO_DIR,
-        ).start()
-        await baseline.wait_ready()
-        url = f"http://127.0.0.1:{port}"
-        args = (f"token={token}", f"ids={ids_file}")
-        self.log("baseline: warm-up")
-        await self.wrk("get.lua", url, self.options.warmup, *args, label="baseline_warmup")
-        self.log("baseline: measuring")
-        result = await self.wrk("get.lua", url, self.options.duration, *args, label="baseline")
-        await baseline.stop()
-        return result
 
     async def account(self, http: httpx.AsyncClient, name: str) -> Account:
         """A user registered and logged in through the API (real argon2 cost)."""
@@ -362,43 +421,44 @@ class Run:
     def token_like_the_api(self) -> str:
         """A token shaped like the API's (same key, same claims), for the baseline's requests."""
         settings = Settings(_env_file=None, JWT_PRIVATE_KEY_PATH=self.workdir / "jwt.pem")
-        keys = KeyStore(settings).current()
-        return issue_access_token(settings, keys, 1, UserRole.USER)[0]
+        return issue_access_token(settings, KeyStore(settings).current(), 1, UserRole.USER)[0]
 
-    async def unprocessed(self, user_id: int) -> tuple[int, int]:
+    async def fetch(self, query: str, *args: object) -> list[Any]:
         connection = await self.infra.connect(self.database)
         try:
-            row = await connection.fetchrow(
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
+
+    async def order_counts(self, user_id: int) -> tuple[int, int]:
+        """(orders, of which not processed yet) of one user."""
+        row = (
+            await self.fetch(
                 "SELECT count(*) AS orders, count(*) FILTER (WHERE processed_at IS NULL) "
                 "AS pending FROM orders WHERE user_id = $1",
                 user_id,
             )
-        finally:
-            await connection.close()
-        assert row is not None
+        )[0]
         return int(row["orders"]), int(row["pending"])
+
+    async def created_at_least(self, user_id: int, count: int) -> bool:
+        return (await self.order_counts(user_id))[0] >= count
 
     async def wait_processed(self, user_id: int, within_seconds: float) -> bool:
         deadline = time.monotonic() + within_seconds
-        while True:
-            _orders, pending = await self.unprocessed(user_id)
-            if pending == 0:
-                return True
+        while (await self.order_counts(user_id))[1] > 0:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
+        return True
 
     async def pipeline_run(self, user_id: int) -> PipelineRun:
-        connection = await self.infra.connect(self.database)
-        try:
-            rows = await connection.fetch(
-                "SELECT extract(epoch FROM created_at)::float8 AS created, "
-                "extract(epoch FROM processed_at)::float8 AS processed "
-                "FROM orders WHERE user_id = $1",
-                user_id,
-            )
-        finally:
-            await connection.close()
+        rows = await self.fetch(
+            "SELECT extract(epoch FROM created_at)::float8 AS created, "
+            "extract(epoch FROM processed_at)::float8 AS processed "
+            "FROM orders WHERE user_id = $1",
+            user_id,
+        )
         done = [(row["created"], row["processed"]) for row in rows if row["processed"]]
         return PipelineRun(
             orders=len(rows),
@@ -408,11 +468,48 @@ class Run:
             lags_s=[processed - created for created, processed in done],
         )
 
-    async def created_at_least(self, user_id: int, count: int) -> bool:
-        orders, _pending = await self.unprocessed(user_id)
-        return orders >= count
+    async def order_ids(self, user_id: int, limit: int) -> list[str]:
+        rows = await self.fetch(
+            "SELECT id FROM orders WHERE user_id = $1 ORDER BY random() LIMIT $2", user_id, limit
+        )
+        return [str(row["id"]) for row in rows]
 
-    async def measure_pipeline(self, url: str, warm: Account, measured: Account) -> PipelineRun:
+    async def fill_cache(self, url: str, token: str, order_ids: list[str]) -> None:
+        """GET each order once, so that the measured GETs all find it in the cache."""
+        limit = asyncio.Semaphore(32)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
+
+            async def fetch(order_id: str) -> None:
+                async with limit:
+                    (await http.get(f"/orders/{order_id}/")).raise_for_status()
+
+            await asyncio.gather(*(fetch(order_id) for order_id in order_ids))
+
+    # --- phases -----------------------------------------------------------------------------
+    async def start_baseline(self) -> str:
+        port = free_port()
+        baseline = self.service(
+            "baseline",
+            [sys.executable, "-m", "bench.baseline_app"],
+            f"http://127.0.0.1:{port}/",
+            PORT=port,
+            BENCH_BASELINE_BODY=sample_order_body().decode(),
+            PYTHONPATH=REPO_DIR,
+        ).start()
+        await baseline.wait_ready()
+        return f"http://127.0.0.1:{port}"
+
+    async def start_api(self) -> tuple[Service, str]:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        api = self.service("api", [str(VENV_BIN / "oms-api")], f"{url}/health/ready", PORT=port)
+        await api.start().wait_ready()
+        return api, url
+
+    async def measure_pipeline(
+        self, api: Service, url: str, warm: Account, measured: Account
+    ) -> PipelineRun:
         consumer_port, worker_port = free_port(), free_port()
         consumer = self.service(
             "consumer",
@@ -439,15 +536,16 @@ class Run:
         await self.wait_processed(warm.user_id, within_seconds=120)
         wanted = self.options.pipeline_orders
         self.log(f"pipeline: creating {wanted} orders at full speed")
-        await self.wrk(
-            "create.lua",
-            url,
-            120,
-            f"token={measured.token}",
-            label="pipeline_create",
-            until=lambda: self.created_at_least(measured.user_id, wanted),
-        )
-        finished = await self.wait_processed(measured.user_id, within_seconds=180)
+        async with self.measured("pipeline", 20, api, consumer, worker):
+            await self.wrk(
+                "create.lua",
+                url,
+                120,
+                f"token={measured.token}",
+                label="pipeline_create",
+                until=lambda: self.created_at_least(measured.user_id, wanted),
+            )
+            finished = await self.wait_processed(measured.user_id, within_seconds=180)
         consumer.record_peak_rss()
         worker.record_peak_rss()
         run = await self.pipeline_run(measured.user_id)
@@ -461,18 +559,6 @@ class Run:
             self.log(f"pipeline: only {run.processed}/{run.orders} processed before the timeout")
         await asyncio.gather(consumer.stop(), worker.stop())
         return run
-
-    async def order_ids(self, user_id: int, limit: int) -> list[str]:
-        connection = await self.infra.connect(self.database)
-        try:
-            rows = await connection.fetch(
-                "SELECT id FROM orders WHERE user_id = $1 ORDER BY random() LIMIT $2",
-                user_id,
-                limit,
-            )
-        finally:
-            await connection.close()
-        return [str(row["id"]) for row in rows]
 
 
 def sample_order_body() -> bytes:
@@ -528,6 +614,62 @@ def git_commit() -> str:
         return "unknown"
 
 
+async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
+    """Everything between set-up and tear-down: the pipeline, warm-ups, then the rounds."""
+    options = run.options
+    await run.prepare()
+    ids_file = run.workdir / "order_ids.txt"
+    baseline_url = None if "baseline" in options.skip else await run.start_baseline()
+    api, url = await run.start_api()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        warm = await run.account(http, "warm")
+        pipeline_account = await run.account(http, "pipeline")
+        creator = await run.account(http, "create")
+    pipeline = None
+    if "pipeline" not in options.skip:
+        pipeline = await run.measure_pipeline(api, url, warm, pipeline_account)
+
+    run.log("warm-up: creating orders to read")
+    create_args = (f"token={creator.token}",)
+    await run.wrk("create.lua", url, options.warmup, *create_args, label="create_warmup")
+    order_ids = await run.order_ids(creator.user_id, options.get_ids)
+    ids_file.write_text("\n".join(order_ids) + "\n")
+    run.log(f"warm-up: filling the cache with {len(order_ids)} orders")
+    await run.fill_cache(url, creator.token, order_ids)
+    get_args = (f"token={creator.token}", f"ids={ids_file}")
+    await run.wrk("get.lua", url, options.warmup, *get_args, label="get_warmup")
+    if baseline_url is not None:
+        await run.wrk("get.lua", baseline_url, options.warmup, *get_args, label="baseline_warmup")
+    pgbench_user = None
+    if "pgbench" not in options.skip:
+        pgbench_user = await run.pgbench_user()
+        await run.pgbench(pgbench_user, options.warmup, label="pgbench_warmup")
+
+    baseline: list[WrkResult] = []
+    get_cached: list[WrkResult] = []
+    create: list[WrkResult] = []
+    pgbench: list[float] = []
+    seconds = options.duration
+    for number in range(options.rounds):
+        run.log(f"round {number + 1}/{options.rounds}")
+        profile = number == 0
+        if baseline_url is not None:
+            async with run.measured("baseline", seconds, profile=False):
+                baseline.append(
+                    await run.wrk("get.lua", baseline_url, seconds, *get_args, label="baseline")
+                )
+        async with run.measured("get", seconds, api, profile=profile):
+            get_cached.append(await run.wrk("get.lua", url, seconds, *get_args, label="get"))
+        async with run.measured("create", seconds, api, profile=profile):
+            create.append(await run.wrk("create.lua", url, seconds, *create_args, label="create"))
+        if pgbench_user is not None:
+            async with run.measured("pgbench", seconds, profile=False):
+                pgbench.append(await run.pgbench(pgbench_user, seconds, label="pgbench"))
+    for service in run.services:
+        service.record_peak_rss()
+    return Rounds(baseline, get_cached, create, pgbench), pipeline
+
+
 async def bench(options: Options) -> dict[str, Any]:
     shutil.rmtree(options.keep_logs, ignore_errors=True)
     options.keep_logs.mkdir(parents=True, exist_ok=True)
@@ -535,73 +677,30 @@ async def bench(options: Options) -> dict[str, Any]:
     load_before = os.getloadavg()
     machine = {**machine_info(), "load_before": [round(x, 2) for x in load_before]}
     run.log(f"machine: {machine}")
-    ids_file = run.workdir / "order_ids.txt"
     try:
         async with run.borrowed_infrastructure():
-            await run.prepare()
-            pgbench_tps = await run.measure_pgbench()
-
-            ids_file.write_text(f"{uuid.uuid4()}\n")
-            baseline = await run.measure_baseline(
-                sample_order_body(), ids_file, run.token_like_the_api()
-            )
-
-            api_port = free_port()
-            url = f"http://127.0.0.1:{api_port}"
-            api = run.service(
-                "api", [str(VENV_BIN / "oms-api")], f"{url}/health/ready", PORT=api_port
-            ).start()
-            await api.wait_ready()
-            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                warm = await run.account(http, "warm")
-                pipeline_account = await run.account(http, "pipeline")
-                creator = await run.account(http, "create")
-            pipeline = await run.measure_pipeline(url, warm, pipeline_account)
-
-            run.log("create: warm-up")
-            await run.wrk(
-                "create.lua", url, options.warmup, f"token={warm.token}", label="create_warmup"
-            )
-            run.log("create: measuring")
-            create = await run.wrk(
-                "create.lua", url, options.duration, f"token={creator.token}", label="create"
-            )
-
-            ids_file.write_text("\n".join(await run.order_ids(creator.user_id, options.get_ids)))
-            get_args = (f"token={creator.token}", f"ids={ids_file}")
-            run.log("get: warm-up (fills the cache)")
-            await run.wrk("get.lua", url, options.warmup, *get_args, label="get_warmup")
-            run.log("get: measuring")
-            get_cached = await run.wrk("get.lua", url, options.duration, *get_args, label="get")
-            api.record_peak_rss()
-            await api.stop()
+            rounds, pipeline = await measure(run)
     finally:
         for service in run.services:
             if service.log_path.exists():
                 shutil.copy(service.log_path, options.keep_logs / service.log_path.name)
         shutil.rmtree(run.workdir, ignore_errors=True)
 
-    load_after = os.getloadavg()
-    machine["load_after"] = [round(x, 2) for x in load_after]
+    machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
     peaks = {service.name: round(service.peak_rss, 1) for service in run.services}
-    figures = compute_figures(
-        baseline=baseline,
-        pgbench_tps=pgbench_tps,
-        create=create,
-        get_cached=get_cached,
-        pipeline=pipeline,
-        peak_rss_mb=peaks,
-    )
+    figures = compute_figures(rounds, pipeline, peaks)
     notes = [note for note in [busy_note([load_before[0]], os.cpu_count() or 1)] if note]
     details = {
         **run.details,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
+        "skipped": sorted(options.skip),
         "settings": {
             "api_workers": options.api_workers,
             "worker_concurrency": options.worker_concurrency,
             "wrk_connections": options.connections,
             "wrk_threads": options.threads,
+            "rounds": options.rounds,
             "duration_s": options.duration,
             "warmup_s": options.warmup,
             "pgbench_clients": options.pgbench_clients,
