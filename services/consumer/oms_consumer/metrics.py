@@ -48,3 +48,9 @@ QUEUE_CONSUMERS = Gauge(
 QUEUE_POLL_TIMESTAMP = Gauge(
     "oms_queue_last_poll_timestamp_seconds", "Unix time of the last successful queue poll"
 )
+
+# Known label values start at 0, so rate() sees the first event instead of a series appearing.
+for _outcome in ("dispatched", "dead_lettered", "requeued"):
+    MESSAGES.labels(_outcome)
+for _reason in ("content_type", "invalid_event"):
+    DEAD_LETTERED.labels(_reason)

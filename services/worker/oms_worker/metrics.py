@@ -24,6 +24,10 @@ TASK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# Known label values start at 0, so rate() sees the first event instead of a series appearing.
+for _outcome in ("processed", "already_processed", "retried", "failed"):
+    TASKS.labels(_outcome)
+
 
 def forget_process(pid: int) -> None:
     if os.environ.get(MULTIPROC_ENV):
