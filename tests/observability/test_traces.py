@@ -134,3 +134,12 @@ async def test_one_trace_spans_api_relay_consumer_and_worker_task(
     # ... and was written by a prefork child, not the worker's main process.
     assert stack.worker.process is not None
     assert processed_lines[0]["pid"] != stack.worker.process.pid
+    # Every service logs JSON lines under its own name.
+    for service, name in (
+        (stack.api, "api"),
+        (stack.consumer, "consumer"),
+        (stack.worker, "worker"),
+    ):
+        entries = [json.loads(line) for line in service.logs().splitlines() if line.startswith("{")]
+        assert entries, service.logs()[-2000:]
+        assert {entry["service"] for entry in entries} == {name}
