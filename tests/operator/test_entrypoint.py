@@ -52,7 +52,10 @@ async def test_oms_operator_command_runs_probes_and_stops_on_sigterm(
                 found = condition(await cluster.ordersystem("oms"), "Ready")
                 return bool(found and found["status"] == "True")
 
-            await eventually(ready, timeout=30)
+            try:
+                await eventually(ready, timeout=90)  # a cold interpreter on a busy CI box
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{log_path.read_text()[-3000:]}") from error
             async with httpx.AsyncClient() as http:
                 health = await http.get(f"http://127.0.0.1:{liveness}/healthz", timeout=5)
                 scraped = await http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
