@@ -14,7 +14,7 @@ from limits import RateLimitItem
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oms.orders.service import OrderService
-from oms.security.tokens import InvalidTokenError, TokenClaims, verify_access_token
+from oms.security.tokens import InvalidTokenError, TokenClaims
 from oms_api.problems import ProblemError
 from oms_api.ratelimit import RateLimiter, client_ip
 from oms_api.state import AppState
@@ -24,7 +24,9 @@ logger = logging.getLogger("oms.api.auth")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, and that hand-off per request cost more than the request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.oms
     return state
 
@@ -53,7 +55,7 @@ async def resolve_optional_claims(
     if not token:
         return BearerResult(None, None)
     try:
-        claims = verify_access_token(state.settings, state.keys.current(), token)
+        claims = state.tokens.verify(state.keys.current(), token)
     except InvalidTokenError as error:
         # Never log the token itself: the reason and where it came from are enough.
         logger.warning(
@@ -115,7 +117,7 @@ def rate_limited(scope: str) -> Callable[..., Awaitable[None]]:
     return dependency
 
 
-def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
+async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
     return OrderService(
         session,
         state.counted_cache,

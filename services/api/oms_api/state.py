@@ -15,6 +15,7 @@ from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.relay import OutboxRelay
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
+from oms.security.tokens import TokenVerifier
 from oms.settings import Settings
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
@@ -27,6 +28,7 @@ class AppState:
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     keys: KeyStore
+    tokens: TokenVerifier
     cache: OrderCache
     rate_limiter: RateLimiter
     # What request handlers use: the same cache, counted, and tolerant of cache outages.
@@ -57,6 +59,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         engine=engine,
         session_factory=create_session_factory(engine),
         keys=KeyStore(settings),
+        tokens=TokenVerifier(settings),
         cache=cache,
         rate_limiter=RateLimiter(settings),
         counted_cache=ObservedOrderCache(cache),

@@ -86,3 +86,34 @@ def verify_access_token(settings: Settings, keys: KeySet, token: str) -> TokenCl
         )
     except (ValueError, TypeError) as error:
         raise InvalidTokenError("invalid claims") from error
+
+
+class TokenVerifier:
+    """`verify_access_token` that remembers what it verified.
+
+    A token string that passed every check against a given key set passes them again until it
+    expires: signature, algorithm, issuer and audience cannot change, and time only moves
+    towards expiry, which is checked on every use (with the same leeway). The entry is tied to
+    the KeySet object, so a key rotation (KeyStore loads a new KeySet) verifies afresh.
+    Refused tokens are never remembered. Bounded: the oldest entries make room.
+    """
+
+    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
+        self._settings = settings
+        self._leeway = timedelta(seconds=settings.JWT_LEEWAY_SECONDS)
+        self._max_entries = max_entries
+        self._verified: dict[str, tuple[KeySet, TokenClaims]] = {}
+
+    def verify(self, keys: KeySet, token: str, now: datetime | None = None) -> TokenClaims:
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] is keys:
+            claims = remembered[1]
+            if (now or datetime.now(UTC)) < claims.expires_at + self._leeway:
+                return claims
+            del self._verified[token]
+            raise InvalidTokenError("token expired")
+        claims = verify_access_token(self._settings, keys, token)
+        if len(self._verified) >= self._max_entries:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (keys, claims)
+        return claims
