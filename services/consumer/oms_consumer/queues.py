@@ -41,18 +41,25 @@ ConnectionSource = Callable[[], AbstractConnection | None]
 
 
 async def read_queue(connection: AbstractConnection, name: str) -> QueueState | None:
-    """Ready messages and consumers of one queue; None when it does not exist or cannot be read."""
+    """Ready messages and consumers of one queue; None when it does not exist or cannot be read.
+
+    A plain aiormq channel on the connection's transport, not an aio-pika robust channel: the
+    broker closes the channel of a passive declare that misses, and a robust channel would
+    reopen itself every time (one more open channel per poll).
+    """
+    transport = connection.transport
+    if transport is None:
+        return None
     try:
-        channel = await asyncio.wait_for(connection.channel(), CALL_TIMEOUT_SECONDS)
+        channel = await asyncio.wait_for(transport.connection.channel(), CALL_TIMEOUT_SECONDS)
     except (AMQPException, OSError, RuntimeError, TimeoutError) as error:
         logger.debug("no channel for a queue poll", extra={"error": repr(error)})
         return None
     try:
-        queue = await asyncio.wait_for(
-            channel.declare_queue(name, passive=True), CALL_TIMEOUT_SECONDS
+        declared = await asyncio.wait_for(
+            channel.queue_declare(name, passive=True), CALL_TIMEOUT_SECONDS
         )
-        result = queue.declaration_result
-        return QueueState(int(result.message_count or 0), int(result.consumer_count or 0))
+        return QueueState(int(declared.message_count or 0), int(declared.consumer_count or 0))
     except (AMQPException, OSError, RuntimeError, TimeoutError) as error:
         logger.debug("queue not readable", extra={"queue": name, "error": repr(error)})
         return None
