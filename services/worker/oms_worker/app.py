@@ -56,7 +56,7 @@ class WorkerStatus:
 
 
 def trace_context_of(request: Any) -> dict[str, str]:
-    """Trace headers the consumer attached to the task message (seam for OpenTelemetry)."""
+    """Trace headers the consumer attached to the task message (W3C `traceparent`, ...)."""
     found = {name: getattr(request, name, None) for name in TRACE_HEADERS}
     return {name: value for name, value in found.items() if isinstance(value, str)}
 
