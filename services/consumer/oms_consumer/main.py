@@ -25,7 +25,7 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     dispatcher = CeleryDispatcher(
-        create_celery_app(settings, main="oms_consumer"),
+        create_celery_app(settings, main="oms_consumer", results=False),
         attempts=settings.CONSUMER_DISPATCH_ATTEMPTS,
         threads=min(settings.CONSUMER_PREFETCH, 16),
     )

@@ -20,11 +20,14 @@ def broker_url(settings: Settings) -> str:
     return url
 
 
-def create_celery_app(settings: Settings, main: str = "oms") -> Celery:
+def create_celery_app(settings: Settings, main: str = "oms", *, results: bool = True) -> Celery:
+    """`results=False` for processes that only send tasks (the consumer): with a result backend,
+    Celery subscribes the sender to every task's result channel, a Redis round trip per task
+    and a subscription that is never dropped."""
     app = Celery(
         main,
         broker=broker_url(settings),
-        backend=settings.REDIS_URL_CELERY,
+        backend=settings.REDIS_URL_CELERY if results else None,
         set_as_current=False,
     )
     result_options = (

@@ -92,23 +92,26 @@ async def _process_order(
     if delay_seconds:
         await asyncio.sleep(delay_seconds)
     async with session_scope(session_factory) as session:
-        order = await session.get(Order, order_id)
-        if order is None:
-            raise OrderMissingError(str(order_id))
-        problems = validate_order(order.status, order.items, order.total_price)
-        outcome: Outcome = "already_processed"
-        if order.processed_at is None:
-            recorded = await session.execute(
+        # The compare-and-set first, returning the whole row: the usual case (a new order)
+        # costs one statement. Nothing returned: already processed, by an earlier delivery or
+        # a concurrent run that won (its UPDATE held the row lock; ours then matched nothing).
+        order = (
+            await session.execute(
                 update(Order)
                 .where(Order.id == order_id, Order.processed_at.is_(None))
                 .values(processed_at=datetime.now(UTC), version=Order.version + 1)
-                .returning(Order.id)
+                .returning(Order)
                 .execution_options(synchronize_session=False)
             )
-            # None: a concurrent run of the same event won the compare-and-set.
-            if recorded.scalar_one_or_none() is not None:
-                outcome = "processed"
-        await session.refresh(order)
+        ).scalar_one_or_none()
+        outcome: Outcome = "processed"
+        if order is None:
+            outcome = "already_processed"
+            order = await session.get(Order, order_id)
+            if order is None:
+                raise OrderMissingError(str(order_id))
+        # The update changes neither status, items nor price: these are what was processed.
+        problems = validate_order(order.status, order.items, order.total_price)
     if outcome == "processed" and order.processed_at is not None:
         ORDER_PROCESSING_LAG.observe(seconds_between(order.created_at, order.processed_at))
     # Also on "already_processed": a previous run may have committed and then failed to reach

@@ -14,6 +14,7 @@ from oms.orders.service import (
     OrderNotFoundError,
     TransitionRejectedError,
     UserNotFoundError,
+    serialize_order,
 )
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from oms.telemetry import current_trace_headers
@@ -39,6 +40,15 @@ def _not_found(order_id: uuid.UUID) -> ProblemError:
     return ProblemError(404, f"Order {order_id} does not exist.", kind="order-not-found")
 
 
+def _json(body: bytes, carried: Response, status_code: int = status.HTTP_200_OK) -> Response:
+    """An order already serialized to JSON, sent as is (no second validation against the
+    response model). FastAPI drops the headers dependencies set (the X-RateLimit-* ones) from a
+    Response returned directly, so they are carried over here."""
+    answer = Response(body, status_code=status_code, media_type="application/json")
+    answer.headers.raw.extend(carried.headers.raw)
+    return answer
+
+
 @route(
     router,
     "POST",
@@ -55,7 +65,7 @@ async def create_order(
     orders: OrderServiceDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> OrderOut:
+) -> Response:
     try:
         created = await orders.create(
             user.user_id, body, idempotency_key, trace_headers=current_trace_headers()
@@ -79,7 +89,7 @@ async def create_order(
     else:
         ORDERS_CREATED.inc()
     response.headers["Location"] = f"/orders/{created.order.id}/"
-    return OrderOut.model_validate(created.order)
+    return _json(serialize_order(created.order), response, status.HTTP_201_CREATED)
 
 
 @route(
@@ -91,12 +101,14 @@ async def create_order(
     response_model=OrderOut,
     summary="Get one of your orders (served from the cache when possible)",
 )
-async def get_order(order_id: uuid.UUID, user: CurrentUser, orders: OrderServiceDep) -> Response:
+async def get_order(
+    order_id: uuid.UUID, user: CurrentUser, orders: OrderServiceDep, response: Response
+) -> Response:
     try:
         body = await orders.get_json(order_id, user)
     except OrderNotFoundError as error:
         raise _not_found(order_id) from error
-    return Response(body, media_type="application/json")
+    return _json(body, response)
 
 
 @route(
