@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from celery import Celery
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, get_current_span
 
 from oms.messaging.contracts import OrderCreatedEvent
 from oms.pipeline.celery_config import PROCESS_ORDER_TASK, TASK_QUEUE
-from oms.telemetry import current_trace_headers, tracer
+from oms.telemetry import context_from_headers, current_trace_headers, tracer
 
 logger = logging.getLogger("oms.consumer.dispatch")
 _tracer = tracer("oms.consumer")
@@ -62,8 +62,12 @@ class CeleryDispatcher:
         # Our own producer span: Celery's instrumentation cannot trace send_task of a task this
         # process does not register (it would leave its span open). Without tracing the
         # incoming context passes through unchanged.
+        # The parent is aio-pika's receive span when it is instrumented, else the message's own
+        # context: never a new root.
+        current = get_current_span().get_span_context().is_valid
         with _tracer.start_as_current_span(
             f"{TASK_QUEUE} publish",
+            context=None if current else context_from_headers(trace),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
