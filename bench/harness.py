@@ -143,6 +143,22 @@ class Rounds:
     get_cached: Sequence[WrkResult]
     create: Sequence[WrkResult]
     pgbench_tps: Sequence[float]
+    # CPU seconds the server itself (baseline server, API incl. its relay) used in each run.
+    baseline_cpu_s: Sequence[float] = ()
+    get_cpu_s: Sequence[float] = ()
+    create_cpu_s: Sequence[float] = ()
+
+
+def per_cpu_second(results: Sequence[WrkResult], cpu_seconds: Sequence[float]) -> list[float]:
+    """Successful requests per CPU second of the server, run by run: what a request costs,
+    whatever share of the machine the server got while other work competed for it. Empty
+    when the CPU was not measured."""
+    if not cpu_seconds:
+        return []
+    return [
+        result.ok_requests / seconds if seconds > 0 else 0.0
+        for result, seconds in zip(results, cpu_seconds, strict=True)
+    ]
 
 
 def compute_figures(
@@ -172,6 +188,19 @@ def compute_figures(
         figures["get_vs_baseline"] = paired_ratio(get_cached, baseline)
     if create and rounds.pgbench_tps:
         figures["create_vs_pgbench"] = paired_ratio(create, rounds.pgbench_tps)
+    baseline_cost = per_cpu_second(rounds.baseline, rounds.baseline_cpu_s)
+    get_cost = per_cpu_second(rounds.get_cached, rounds.get_cpu_s)
+    create_cost = per_cpu_second(rounds.create, rounds.create_cpu_s)
+    if baseline_cost:
+        figures["baseline_per_cpu_s"] = median(baseline_cost)
+    if get_cost:
+        figures["get_per_cpu_s"] = median(get_cost)
+    if create_cost:
+        figures["create_per_cpu_s"] = median(create_cost)
+    if get_cost and baseline_cost:
+        figures["get_cpu_vs_baseline"] = paired_ratio(get_cost, baseline_cost)
+    if create_cost and baseline_cost:
+        figures["create_cpu_vs_baseline"] = paired_ratio(create_cost, baseline_cost)
     if pipeline is not None:
         figures["pipeline_orders"] = float(pipeline.processed)
         figures["pipeline_orders_per_s"] = pipeline.orders_per_s

@@ -396,6 +396,11 @@ class Run:
         )
         return tps
 
+    def server_cpu(self, label: str, service: str) -> list[float]:
+        """CPU seconds `service` used in each measured run of `label`."""
+        runs = self.details.get("cpu_seconds", {}).get(label, [])
+        return [float(used.get(service, 0.0)) for used in runs]
+
     # --- accounts and data ------------------------------------------------------------------
     async def pgbench_user(self) -> int:
         connection = await self.infra.connect(self.pgbench_database)
@@ -667,7 +672,18 @@ async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
                 pgbench.append(await run.pgbench(pgbench_user, seconds, label="pgbench"))
     for service in run.services:
         service.record_peak_rss()
-    return Rounds(baseline, get_cached, create, pgbench), pipeline
+    return (
+        Rounds(
+            baseline,
+            get_cached,
+            create,
+            pgbench,
+            baseline_cpu_s=run.server_cpu("baseline", "baseline"),
+            get_cpu_s=run.server_cpu("get", "api"),
+            create_cpu_s=run.server_cpu("create", "api"),
+        ),
+        pipeline,
+    )
 
 
 async def bench(options: Options) -> dict[str, Any]:

@@ -179,3 +179,21 @@ def test_busy_note_only_when_others_loaded_the_machine() -> None:
     note = busy_note([1.7], 2)
     assert note is not None
     assert "1.70" in note
+
+
+def test_cost_figures_divide_successes_by_the_servers_own_cpu_seconds() -> None:
+    # Round 2: the API got half the CPU (others were busy) and served half as much: same cost.
+    rounds = Rounds(
+        baseline=[result(20_000), result(20_000)],
+        get_cached=[result(1_000), result(500)],
+        create=[result(300), result(300)],
+        pgbench_tps=[],
+        baseline_cpu_s=[5.0, 5.0],
+        get_cpu_s=[5.0, 2.5],
+        create_cpu_s=[6.0, 0.0],
+    )
+    figures = compute_figures(rounds, None, {})
+    assert figures["baseline_per_cpu_s"] == 40_000
+    assert figures["get_per_cpu_s"] == 2_000
+    assert figures["get_cpu_vs_baseline"] == pytest.approx(0.05)
+    assert figures["create_per_cpu_s"] == pytest.approx(250)  # a run without CPU counts as 0
