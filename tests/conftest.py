@@ -159,3 +159,16 @@ async def admin(settings: Settings, client: httpx.AsyncClient) -> Account:
 
     user_id = int(jwt.decode(me, options={"verify_signature": False})["sub"])
     return Account(user_id, email, password, me)
+
+
+@pytest.fixture
+async def rabbitmq_url() -> AsyncIterator[str]:
+    """An AMQP URL on this test's own RabbitMQ vhost, deleted afterwards."""
+    from tests.pipeline.support import amqp_url, create_vhost, delete_vhost
+
+    vhost = infra.unique_name("oms_test")
+    await create_vhost(vhost)
+    try:
+        yield amqp_url(vhost)
+    finally:
+        await delete_vhost(vhost)

@@ -13,15 +13,11 @@ import httpx
 import pytest
 
 from oms.settings import Settings
-from tests import infra
 from tests.conftest import SettingsFactory
 from tests.pipeline.support import (
     ServiceProcess,
-    amqp_url,
     api_process,
     consumer_process,
-    create_vhost,
-    delete_vhost,
     free_port,
     worker_process,
 )
@@ -89,13 +85,9 @@ E2E_SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture
-async def rabbitmq_vhost_url() -> AsyncIterator[str]:
-    vhost = infra.unique_name("oms_e2e")
-    await create_vhost(vhost)
-    try:
-        yield amqp_url(vhost)
-    finally:
-        await delete_vhost(vhost)
+def rabbitmq_vhost_url(rabbitmq_url: str) -> str:
+    """This test's own RabbitMQ vhost (created and deleted by the pipeline tests' fixture)."""
+    return rabbitmq_url
 
 
 @pytest.fixture

@@ -3,30 +3,16 @@ per test on the shared broker, settings wired to both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from oms.settings import Settings
-from tests import infra
 from tests.conftest import SettingsFactory
-from tests.pipeline.support import amqp_url, create_vhost, delete_vhost
 
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     """PostgreSQL unless parametrized (indirect) otherwise: SKIP LOCKED needs it."""
     return str(getattr(request, "param", "postgres"))
-
-
-@pytest.fixture
-async def rabbitmq_url() -> AsyncIterator[str]:
-    vhost = infra.unique_name("oms_test")
-    await create_vhost(vhost)
-    try:
-        yield amqp_url(vhost)
-    finally:
-        await delete_vhost(vhost)
 
 
 @pytest.fixture
