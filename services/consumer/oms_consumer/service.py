@@ -24,12 +24,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika import DeliveryMode, Message
+from aio_pika import Message
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPException
 
 from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME
-from oms.pipeline.messages import UnparseableMessageError, parse_order_event, trace_context
+from oms.pipeline.messages import (
+    UnparseableMessageError,
+    parse_order_event,
+    persistent_copy,
+    trace_context,
+)
 from oms.pipeline.metrics import seconds_between
 from oms.pipeline.relay import backoff_delay
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, Topology, declare_topology
@@ -54,15 +59,7 @@ BROKER_CALL_TIMEOUT_SECONDS = 5.0
 def dead_letter_message(message: AbstractIncomingMessage, reason: str) -> Message:
     headers: dict[str, Any] = dict(message.headers or {})
     headers[DEAD_LETTER_REASON_HEADER] = reason[:500]
-    return Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        message_id=message.message_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        delivery_mode=DeliveryMode.PERSISTENT,
-    )
+    return persistent_copy(message, headers)
 
 
 class OrderEventConsumer:

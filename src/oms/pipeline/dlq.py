@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage
 
 from oms.messaging.contracts import ROUTING_KEY
+from oms.pipeline.messages import persistent_copy
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, declare_topology
 from oms.settings import get_settings
 
@@ -86,15 +86,7 @@ async def replay_dead_letters(url: str, limit: int) -> int:
                 if key not in _DEATH_HEADERS
             }
             await topology.exchange.publish(
-                Message(
-                    message.body,
-                    headers=headers,
-                    content_type=message.content_type,
-                    message_id=message.message_id,
-                    type=message.type,
-                    timestamp=message.timestamp,
-                    delivery_mode=DeliveryMode.PERSISTENT,
-                ),
+                persistent_copy(message, headers),
                 ROUTING_KEY,
             )
             await message.ack()

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from oms.messaging.contracts import CONTENT_TYPE, OrderCreatedEvent
@@ -24,6 +25,20 @@ class OutboxRecord:
     payload: dict[str, Any]
     created_at: datetime
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Message:
+    """A received message to publish again (dead-lettering, replay): same body and identity,
+    the given headers, persistent."""
+    return Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        delivery_mode=DeliveryMode.PERSISTENT,
+    )
 
 
 class UnparseableMessageError(ValueError):
