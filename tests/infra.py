@@ -15,10 +15,14 @@ from oms.settings import Settings
 
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
-PG_USER = os.environ.get("TEST_POSTGRES_USER", os.environ.get("USER", "postgres"))
+# `make services` sets up the role `postgres` with password-less loopback logins.
+PG_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("TEST_POSTGRES_ADMIN_DB", "postgres")
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+RABBITMQ_MANAGEMENT_URL = os.environ.get(
+    "TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"
+)
 
 # Every backend setting is spelled out so a developer's environment never leaks into a test.
 # Cheap argon2 for tests: the cost is a setting, the code path is the same.

@@ -15,9 +15,10 @@ from oms_operator.queues import (
     unacked_from_management,
     vhost_of,
 )
-from tests.infra import RABBITMQ_URL
+from tests.infra import RABBITMQ_MANAGEMENT_URL, RABBITMQ_URL
 from tests.operator.cluster import free_port
 from tests.operator.conftest import publish
+from tests.pipeline.support import eventually
 
 
 @pytest.fixture
@@ -77,6 +78,62 @@ async def test_prefetched_messages_are_invisible_to_a_passive_declare(
         await asyncio.wait_for(delivered.wait(), 10)
         reading = await reader.read(RABBITMQ_URL, (rabbit_queue,))
         assert reading.total == 2  # 8 of the 10 tasks are not counted at all
+
+
+@pytest.fixture
+async def eight_of_ten_held(rabbitmq_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A queue on this test's own vhost with 10 messages, 8 of them delivered to a consumer that
+    never acknowledges them (a busy worker's prefetch)."""
+    queue_name = "order-tasks"
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name)
+        for number in range(10):
+            await channel.default_exchange.publish(
+                aio_pika.Message(body=f"task {number}".encode()), routing_key=queue_name
+            )
+        await channel.set_qos(prefetch_count=8)
+        held: list[aio_pika.abc.AbstractIncomingMessage] = []
+        delivered = asyncio.Event()
+
+        async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            held.append(message)
+            if len(held) == 8:
+                delivered.set()
+
+        await queue.consume(hold)
+        await asyncio.wait_for(delivered.wait(), 10)
+        yield rabbitmq_url, queue_name
+
+
+async def test_the_management_api_counts_prefetched_messages(
+    reader: RabbitMQDepthReader, eight_of_ten_held: tuple[str, str]
+) -> None:
+    """On the real management API (port 15672): the unacknowledged tasks count again, so a busy
+    worker is not scaled away. Its statistics refresh every few seconds, hence the poll."""
+    amqp_url, queue_name = eight_of_ten_held
+
+    async def counted() -> tuple[int, int | None] | None:
+        reading = await reader.read(amqp_url, (queue_name,), RABBITMQ_MANAGEMENT_URL)
+        assert reading.management_error is None
+        (depth,) = reading.queues
+        return (depth.ready, depth.unacked) if depth.unacked == 8 else None
+
+    assert await eventually(counted, 30, interval=0.5, message="8 unacked in the management API")
+    reading = await reader.read(amqp_url, (queue_name,), RABBITMQ_MANAGEMENT_URL)
+    assert (reading.queues[0].ready, reading.total) == (2, 10)
+
+
+async def test_a_refused_management_login_keeps_the_ready_count(
+    reader: RabbitMQDepthReader, eight_of_ten_held: tuple[str, str]
+) -> None:
+    amqp_url, queue_name = eight_of_ten_held
+    wrong = RABBITMQ_MANAGEMENT_URL.replace("guest:guest@", "guest:wrong@")
+    reading = await reader.read(amqp_url, (queue_name,), wrong)
+    assert reading.management_error is not None
+    assert "401" in reading.management_error
+    assert [(q.ready, q.unacked) for q in reading.queues] == [(2, None)]
 
 
 def test_vhost_and_management_urls() -> None:
