@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from oms.security.keys import generate_private_key, private_key_to_pem
 from tests import infra
 
 
@@ -36,6 +37,15 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: floa
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not become healthy in {timeout}s")
+
+
+def signing_key_file(data_dir: Path) -> Path:
+    """Outside the embedded mode the API never makes up a signing key: give it one."""
+    path = data_dir / "jwt-signing-key.pem"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(private_key_to_pem(generate_private_key()))
+    return path
 
 
 @dataclass
@@ -60,6 +70,7 @@ def postgres_env(database: str, prefix: str, data_dir: Path, **extra: str) -> di
         REDIS_URL_CELERY=f"{infra.REDIS_BASE}/2",
         REDIS_KEY_PREFIX=prefix,
         DATA_DIR=str(data_dir),
+        JWT_PRIVATE_KEY_PATH=str(signing_key_file(data_dir)),
         LOG_LEVEL="WARNING",
     )
     env.update(extra)

@@ -15,7 +15,6 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from oms.db.models import OrderStatus, UserRole
@@ -59,37 +58,84 @@ class TokenOut(BaseModel):
     expires_in: int = Field(description="Seconds until the token expires.")
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+# Printable text: no NUL or other control characters (PostgreSQL cannot store NUL at all).
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+# Free text may also hold tabs and line breaks.
+FREE_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+ITEM_NAME_MAX = 200
+ITEM_QUANTITY_MAX = 1_000_000
+ITEM_NOTE_MAX = 500
+ORDER_ITEMS_MAX = 500
+
+
+def _absent(value: Any) -> bool:
+    return value is None
 
 
 class OrderItem(BaseModel):
-    """One line of an order. Unknown fields (sku, price, ...) are kept as given."""
+    """One line of an order: exactly these fields, each bounded; anything else is refused.
+    Optional fields the client did not give are left out of the stored and returned item."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
+    name: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=ITEM_NAME_MAX, pattern=PLAIN_TEXT
+        ),
+        Field(description="The product's name.", examples=["Keyboard"]),
+    ]
+    quantity: Annotated[
+        int, Field(strict=True, ge=1, le=ITEM_QUANTITY_MAX, description="A whole number ≥ 1.")
+    ]
+    sku: Annotated[
+        str | None,
+        Field(
+            default=None,
+            exclude_if=_absent,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
+            description="The shop's stock-keeping unit, if the client knows it.",
+            examples=["KB-101"],
+        ),
+    ] = None
+    unit_price: Annotated[
+        Money | None,
+        Field(
+            default=None,
+            exclude_if=_absent,
+            ge=0,
+            max_digits=10,
+            decimal_places=2,
+            description="Price of one unit as quoted to the client (informative).",
+            examples=["9.99"],
+        ),
+    ] = None
+    note: Annotated[
+        str | None,
+        StringConstraints(max_length=ITEM_NOTE_MAX, pattern=FREE_TEXT),
+        Field(
+            default=None,
+            exclude_if=_absent,
+            description="Free text for this line (gift wrap, size, ...).",
+        ),
+    ] = None
+
+    @field_validator("unit_price", mode="before")
     @classmethod
-    def _no_nul_characters(cls, value: Any) -> Any:
-        # PostgreSQL can store NUL neither in text nor in JSONB: refuse it up front.
-        if _contains_nul(value):
-            raise ValueError("text must not contain NUL (\\u0000) characters")
-        return value
+    def _no_float_noise(cls, value: Any) -> Any:
+        return _decimal_from_json(value)
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+
+def _decimal_from_json(value: Any) -> Any:
+    # A JSON number like 19.99 arrives as a float; go through its repr, not its binary value.
+    return str(value) if isinstance(value, float) else value
 
 
 class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: Annotated[list[OrderItem], Field(min_length=1, max_length=500)]
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=ORDER_ITEMS_MAX)]
     total_price: Annotated[
         Decimal,
         Field(gt=0, max_digits=10, decimal_places=2, examples=["19.99"]),
@@ -98,8 +144,7 @@ class OrderCreate(BaseModel):
     @field_validator("total_price", mode="before")
     @classmethod
     def _no_float_noise(cls, value: Any) -> Any:
-        # A JSON number like 19.99 arrives as a float; go through its repr, not its binary value.
-        return str(value) if isinstance(value, float) else value
+        return _decimal_from_json(value)
 
 
 class OrderStatusUpdate(BaseModel):
@@ -118,7 +163,7 @@ class OrderOut(BaseModel):
 
     id: uuid.UUID
     user_id: int
-    items: list[dict[str, Any]]
+    items: list[OrderItem]
     total_price: Money
     status: OrderStatus
     created_at: datetime

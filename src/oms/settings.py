@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     API_WORKERS: int = Field(default=1, ge=1)
     LOG_LEVEL: str = "INFO"
     DATA_DIR: Path = Path("data")
+    MAX_REQUEST_BODY_BYTES: int = Field(
+        default=65536, ge=1024, description="Larger request bodies are refused with 413."
+    )
+    MAX_REQUEST_HEADER_BYTES: int = Field(
+        default=16384,
+        ge=1024,
+        description="Request line plus headers; larger heads are refused with 431.",
+    )
+    API_DOCS_ENABLED: bool = Field(default=True, description="Serve /docs and /openapi.json.")
+    API_METRICS_PORT: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port instead of the API port (0: on the API port).",
+    )
 
     # --- Auth -------------------------------------------------------------------------------
     JWT_PRIVATE_KEY: SecretStr | None = Field(default=None, description="Signing key PEM.")
@@ -60,8 +75,12 @@ class Settings(BaseSettings):
     JWT_JWKS_PATH: Path | None = Field(
         default=None, description="JWKS of every accepted public key (rotation)."
     )
-    JWT_AUTO_GENERATE_KEYS: bool = Field(
-        default=True, description="Development: create a key pair under DATA_DIR when none set."
+    JWT_AUTO_GENERATE_KEYS: bool | None = Field(
+        default=None,
+        description=(
+            "Create a signing key under DATA_DIR when none is set. Unset: only in the embedded "
+            "mode (SQLite); true: anywhere (development only, logged as a warning)."
+        ),
     )
     JWT_KEY_RELOAD_SECONDS: float = Field(default=10.0, ge=0)
     JWT_ISSUER: str = "order-management-system"
@@ -122,12 +141,44 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Artificial work per order (demos and fault tests only)."
     )
 
+    # --- Users ------------------------------------------------------------------------------
+    USER_STATE_CACHE_SECONDS: int = Field(
+        default=300,
+        ge=1,
+        description=(
+            "How long Redis remembers a user's token generation; `oms user` commands update "
+            "it at once, this only bounds changes made behind the API's back."
+        ),
+    )
+
     @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_combinations(self) -> Settings:
+        if self.CORS_ALLOW_CREDENTIALS and ({"*", "null"} & set(self.CORS_ORIGINS)):
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS=true cannot be combined with the origin '*' or 'null': "
+                "any site could then read authenticated answers; list the trusted origins"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """The zero-configuration mode: SQLite, no Redis, no RabbitMQ."""
+        return self.database_backend == "sqlite"
+
+    @property
+    def generates_signing_key(self) -> bool:
+        if self.JWT_PRIVATE_KEY is not None or self.JWT_PRIVATE_KEY_PATH is not None:
+            return False
+        if self.JWT_AUTO_GENERATE_KEYS is None:
+            return self.embedded
+        return self.JWT_AUTO_GENERATE_KEYS
 
     @property
     def database_url(self) -> URL:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import Headers
+from starlette.responses import Response
 
 from oms.settings import Settings, get_settings
 from oms.telemetry import configure_tracing
 from oms_api.metrics import HttpMetricsMiddleware
-from oms_api.middleware import RequestIdMiddleware
-from oms_api.problems import install_problem_handlers
+from oms_api.middleware import ErrorBoundaryMiddleware, RequestEnvelopeMiddleware
+from oms_api.problems import install_problem_handlers, problem_response
 from oms_api.routers import auth, health, metrics, orders
 from oms_api.state import open_app_state
 from oms_api.tracing import instrument_app
@@ -35,30 +38,68 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as problem+json."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = problem_response(
+            None, 400, bytes(response.body).decode(), kind="cors-refused", title="CORS refused"
+        )
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                refused.headers[name] = value
+        return refused
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    metrics_on_own_port = settings.API_METRICS_PORT > 0
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_app_state(settings) as state:
             app.state.oms = state
-            yield
+            refresher = (
+                asyncio.create_task(metrics.refresh_outbox_backlog(state.session_factory))
+                if metrics_on_own_port
+                else None
+            )
+            try:
+                yield
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
 
+    docs = settings.API_DOCS_ENABLED
     app = FastAPI(
         title="Order Management System",
         version="0.1.0",
         description="Orders with JWT auth, caching, rate limits and an asynchronous pipeline.",
         lifespan=lifespan,
         redirect_slashes=False,
+        # Bodies are counted while they stream in (chunked ones too) and refused with 413 at
+        # the limit; a declared Content-Length over it is refused earlier, by the envelope.
+        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     install_problem_handlers(app)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    if not metrics_on_own_port:
+        app.include_router(metrics.router)
     app.include_router(auth.router)
     app.include_router(orders.router)
+    # Added innermost first: the envelope wraps everything, the error boundary sits right
+    # outside the routes so that its 500 still passes CORS, metrics and the envelope.
+    app.add_middleware(ErrorBoundaryMiddleware)
     if settings.CORS_ORIGINS:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
             allow_credentials=settings.CORS_ALLOW_CREDENTIALS,
             allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
@@ -74,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     app.add_middleware(HttpMetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestEnvelopeMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
     if configure_tracing("oms-api"):
         instrument_app(app)
 

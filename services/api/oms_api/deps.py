@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from limits import RateLimitItem
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,6 +67,15 @@ async def resolve_optional_claims(
             },
         )
         return BearerResult(None, error.reason)
+    # Signature and expiry are not enough: the user may since have been disabled or deleted,
+    # or had their tokens revoked (oms.users.access).
+    access = await state.access.access(claims.user_id)
+    if not access.admits(claims.generation):
+        logger.info(
+            "revoked bearer token",
+            extra={"user_id": claims.user_id, "active": access.active, "path": request.url.path},
+        )
+        return BearerResult(None, "token revoked")
     request.state.claims = claims
     return BearerResult(claims, None)
 
@@ -92,29 +101,37 @@ async def require_claims(
 CurrentUser = Annotated[TokenClaims, Depends(require_claims)]
 
 
-def rate_limit_key(request: Request) -> str:
-    claims = getattr(request.state, "claims", None)
-    if claims is not None:
-        return f"user:{claims.user_id}"
-    limiter: RateLimiter = request.app.state.oms.rate_limiter
+def ip_key(request: Request, limiter: RateLimiter) -> str:
     peer = request.client.host if request.client else None
     return "ip:" + client_ip(peer, request.headers.get("x-forwarded-for"), limiter.trusted_proxies)
 
 
-def rate_limited(scope: str) -> Callable[..., Awaitable[None]]:
-    """A route dependency enforcing the RateLimitPolicy entry named `scope`."""
+def user_or_ip_key(request: Request, limiter: RateLimiter) -> str:
+    claims = getattr(request.state, "claims", None)
+    if claims is not None:
+        return f"user:{claims.user_id}"
+    return ip_key(request, limiter)
 
-    async def dependency(
-        request: Request,
-        response: Response,
-        _bearer: Annotated[BearerResult, Depends(resolve_optional_claims)],
+
+def rate_limited(scope: str, *, per_user: bool) -> Callable[..., Awaitable[None]]:
+    """A route dependency enforcing the RateLimitPolicy entry named `scope`: per user (when the
+    bearer token is valid; per IP otherwise) on routes that require a user, else per IP."""
+
+    async def per_ip(request: Request) -> None:
+        limiter: RateLimiter = request.app.state.oms.rate_limiter
+        if limiter.enabled:
+            item: RateLimitItem = getattr(limiter.policy, scope)
+            await limiter.check(item, scope, ip_key(request, limiter), request)
+
+    async def per_user_or_ip(
+        request: Request, _bearer: Annotated[BearerResult, Depends(resolve_optional_claims)]
     ) -> None:
         limiter: RateLimiter = request.app.state.oms.rate_limiter
         if limiter.enabled:
             item: RateLimitItem = getattr(limiter.policy, scope)
-            await limiter.check(item, scope, rate_limit_key(request), response)
+            await limiter.check(item, scope, user_or_ip_key(request, limiter), request)
 
-    return dependency
+    return per_user_or_ip if per_user else per_ip
 
 
 async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:

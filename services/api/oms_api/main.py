@@ -3,36 +3,54 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from oms.logging import configure_logging
-from oms.prometheus import MULTIPROC_ENV, prepare_multiprocess_dir
-from oms.settings import Settings, get_settings
+from oms.prometheus import MULTIPROC_ENV, prepare_multiprocess_dir, scrape_registry
+from oms.security.keys import KeyConfigurationError, load_key_set
+from oms.settings import get_settings
+from oms_api.server import server_options, unsafe_configuration
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
-    """How uvicorn serves the API; the benchmark serves its bare baseline with the same."""
-    return {
-        "host": settings.HOST,
-        "port": settings.PORT,
-        "workers": settings.API_WORKERS,
-        "proxy_headers": False,  # client IPs come from our trusted-proxy logic, not uvicorn's
-        "server_header": False,
-        "log_config": None,
-        "access_log": False,
-    }
+def serve_app() -> FastAPI:
+    """The factory uvicorn calls in every worker process: each logs JSON with request ids."""
+    # Imported here: the app imports prometheus_client, which must not happen in the
+    # supervising process before prepare_multiprocess_dir.
+    from oms_api.app import create_app
+
+    settings = get_settings()
+    configure_logging("api", settings.LOG_LEVEL)
+    return create_app(settings)
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging("api", settings.LOG_LEVEL)
+    problems = unsafe_configuration(settings)
+    try:
+        load_key_set(settings)
+    except KeyConfigurationError as error:
+        problems.append(str(error))
+    if problems:
+        for problem in problems:
+            print(f"oms-api: refusing to start: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     if settings.API_WORKERS > 1 or os.environ.get(MULTIPROC_ENV):
         # Several uvicorn workers: each counts in its own file, /metrics adds them up. Must
         # happen before the workers import prometheus_client (they inherit the variable).
         prepare_multiprocess_dir("oms-api-")
-    uvicorn.run("oms_api.app:create_app", factory=True, **server_options(settings))
+    if settings.API_METRICS_PORT:
+        from prometheus_client import start_http_server
+
+        # In this (the supervising) process: one port whatever the number of workers.
+        start_http_server(settings.API_METRICS_PORT, settings.HOST, registry=scrape_registry())
+    uvicorn.run("oms_api.main:serve_app", factory=True, **server_options(settings))
 
 
 if __name__ == "__main__":

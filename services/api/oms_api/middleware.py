@@ -1,22 +1,48 @@
-"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware on every request)."""
+"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware on every request).
+
+`RequestEnvelopeMiddleware` is the outermost layer: it names the request, refuses a declared
+body that is too large before anything reads it, and stamps `X-Request-ID` and the rate-limit
+headers on whatever answer leaves, errors included. `ErrorBoundaryMiddleware` is the innermost:
+an exception no handler took becomes one logged line and a 500 problem document that travels
+back out through CORS, metrics and the envelope like any other answer, on a connection that
+stays open.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oms.logging import request_id_var
+from oms_api.problems import problem_response
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
+# Where the rate limiter leaves the X-RateLimit-* headers of the route's limit, so that every
+# answer of a limited route carries them, whichever layer produced it.
+RATE_LIMIT_HEADERS_KEY = "rate_limit_headers"
 
-class RequestIdMiddleware:
-    """Adopt a sane incoming `X-Request-ID` or mint one; echo it on the response."""
+logger = logging.getLogger("oms.api")
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestEnvelopeMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,16 +57,64 @@ class RequestIdMiddleware:
             "",
         )
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         token = request_id_var.set(request_id)
 
-        async def send_with_id(message: Message) -> None:
+        async def send_enveloped(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                limit_headers = state.get(RATE_LIMIT_HEADERS_KEY)
+                if limit_headers and not any(name == b"x-ratelimit-limit" for name, _ in headers):
+                    headers.extend(limit_headers)
+                message["headers"] = headers
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            declared = _declared_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                # Answer before reading a byte of it; the server then closes the connection
+                # rather than drain a body nobody will read.
+                response = problem_response(
+                    Request(scope),
+                    413,
+                    f"The request body may hold at most {self.max_body_bytes} bytes.",
+                    max_bytes=self.max_body_bytes,
+                )
+                await response(scope, receive, send_enveloped)
+                return
+            await self.app(scope, receive, send_enveloped)
         finally:
             request_id_var.reset(token)
+
+
+class ErrorBoundaryMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            if started:
+                raise  # half an answer is out: only the server can end it (closing the socket)
+            logger.exception(
+                "unhandled error", extra={"path": scope.get("path"), "method": scope.get("method")}
+            )
+            response = problem_response(
+                Request(scope),
+                500,
+                "An unexpected error occurred; quote the request_id when reporting it.",
+            )
+            await response(scope, receive, send)

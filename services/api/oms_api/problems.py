@@ -29,9 +29,11 @@ _TITLES = {
     406: ("not-acceptable", "Not acceptable"),
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "Payload too large"),
+    414: ("uri-too-long", "URI too long"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation-error", "Request validation failed"),
     429: ("rate-limited", "Too many requests"),
+    431: ("headers-too-large", "Request header fields too large"),
     500: ("internal-error", "Internal server error"),
     503: ("service-unavailable", "Service unavailable"),
 }
@@ -91,10 +93,14 @@ def problem_response(
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     fields = []
     for item in error.errors():
+        message = str(item.get("msg", ""))
+        reason = (item.get("ctx") or {}).get("error")
+        if item.get("type") == "json_invalid" and reason:
+            message = f"{message}: {reason}"  # which rule the body broke, e.g. nesting depth
         fields.append(
             {
                 "loc": [str(part) for part in item.get("loc", ())],
-                "msg": str(item.get("msg", "")),
+                "msg": message,
                 "type": str(item.get("type", "")),
             }
         )

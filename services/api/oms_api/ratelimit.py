@@ -2,8 +2,10 @@
 
 Built on `limits`, the engine under slowapi, through its asyncio API: slowapi itself checks
 limits with a synchronous Redis client, which would block the event loop on every request.
-The key is the user id when a valid bearer token is present, else the client IP, where
-`X-Forwarded-For` is believed only when the direct peer is a trusted proxy.
+Routes that require a user are limited per user when a valid bearer token is present, else per
+client IP; the routes that guard credentials (`/token`, `/register`) always per client IP, so a
+token of an account the client owns cannot buy it more password guesses. `X-Forwarded-For` is
+believed only when the direct peer is a trusted proxy.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from fastapi import Response
+from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
@@ -23,6 +25,7 @@ from redis.exceptions import RedisError
 
 from oms.settings import Settings
 from oms_api.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
+from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,7 +93,10 @@ class RateLimiter:
             self._storage = storage_from_string("async+memory://")
         self._strategy = MovingWindowRateLimiter(self._storage)
 
-    async def check(self, item: RateLimitItem, scope: str, key: str, response: Response) -> None:
+    async def check(self, item: RateLimitItem, scope: str, key: str, request: Request) -> None:
+        """Count one hit; raise 429 when over the limit. The X-RateLimit-* headers are left in
+        the request state, where the envelope middleware puts them on the answer, whatever it
+        turns out to be (also 401, 404, 422 and 500)."""
         try:
             allowed = await self._strategy.hit(item, scope, key)
             stats = await self._strategy.get_window_stats(item, scope, key)
@@ -105,6 +111,11 @@ class RateLimiter:
             "X-RateLimit-Remaining": str(stats.remaining),
             "X-RateLimit-Reset": str(int(stats.reset_time)),
         }
+        setattr(
+            request.state,
+            RATE_LIMIT_HEADERS_KEY,
+            [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        )
         if not allowed:
             RATE_LIMITED.labels(scope).inc()
             raise ProblemError(
@@ -113,7 +124,6 @@ class RateLimiter:
                 headers={**headers, "Retry-After": str(max(1, reset_in))},
                 limit=str(item),
             )
-        response.headers.update(headers)
 
     async def reset(self) -> None:
         await self._strategy.storage.reset()

@@ -19,6 +19,7 @@ def route(
     path: str,
     *,
     limit: str | None = None,
+    per_user: bool = True,
     problems: tuple[int, ...] = (),
     **options: Any,
 ) -> Callable[[Endpoint], Endpoint]:
@@ -26,9 +27,10 @@ def route(
 
     The specification writes routes both with and without the slash; clients get the same
     answer either way, never a redirect. Only `path` appears in the OpenAPI document. `limit`
-    names the RateLimitPolicy entry guarding the route; `problems` are the documented errors.
+    names the RateLimitPolicy entry guarding the route, counted per user or (`per_user=False`)
+    always per client IP; `problems` are the documented errors.
     """
-    dependencies = [Depends(rate_limited(limit))] if limit else []
+    dependencies = [Depends(rate_limited(limit, per_user=per_user))] if limit else []
     twin = path[:-1] if path.endswith("/") else f"{path}/"
 
     def register(endpoint: Endpoint) -> Endpoint:

@@ -17,6 +17,7 @@ from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
 from oms.settings import Settings
+from oms.users.access import AccessBook, DatabaseAccessBook, RedisAccessBook
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
@@ -33,6 +34,8 @@ class AppState:
     rate_limiter: RateLimiter
     # What request handlers use: the same cache, counted, and tolerant of cache outages.
     counted_cache: OrderCache
+    # Whether a user's tokens still count (revocation; oms.users.access).
+    access: AccessBook
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Publishes the outbox (RabbitMQ, or in-process when none is configured); None when
@@ -45,24 +48,28 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
     configure_password_hashing(settings)
     engine = create_engine(settings)
     instrument_engine(engine)
+    session_factory = create_session_factory(engine)
     cache: OrderCache
+    access: AccessBook
     if settings.REDIS_URL:
-        cache = RedisOrderCache(
-            Redis.from_url(settings.REDIS_URL),
-            settings.ORDER_CACHE_TTL_SECONDS,
-            settings.REDIS_KEY_PREFIX,
+        redis = Redis.from_url(settings.REDIS_URL)
+        cache = RedisOrderCache(redis, settings.ORDER_CACHE_TTL_SECONDS, settings.REDIS_KEY_PREFIX)
+        access = RedisAccessBook(
+            redis, session_factory, settings.USER_STATE_CACHE_SECONDS, settings.REDIS_KEY_PREFIX
         )
     else:
         cache = MemoryOrderCache(settings.ORDER_CACHE_TTL_SECONDS)
+        access = DatabaseAccessBook(session_factory)
     state = AppState(
         settings=settings,
         engine=engine,
-        session_factory=create_session_factory(engine),
+        session_factory=session_factory,
         keys=KeyStore(settings),
         tokens=TokenVerifier(settings),
         cache=cache,
         rate_limiter=RateLimiter(settings),
         counted_cache=ObservedOrderCache(cache),
+        access=access,
     )
     if settings.RUN_OUTBOX_RELAY:
         state.outbox_relay = OutboxRelay.from_settings(

@@ -98,6 +98,11 @@ class User(Base):
         default=UserRole.USER,
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Tokens carry the generation they were issued under; bumping it revokes them all.
+    token_generation: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Order(Base):
@@ -111,6 +116,9 @@ class Order(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, nullable=False)
+    # The items as first stored, kept by migration 0003 when it had to reshape them into the
+    # strict item schema (unknown or invalid fields dropped from `items`); null otherwise.
+    legacy_items: Mapped[list[Any] | None] = mapped_column(JSONDocument, nullable=True)
     total_price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
     status: Mapped[OrderStatus] = mapped_column(
         Enum(OrderStatus, name="order_status", native_enum=False, length=16),

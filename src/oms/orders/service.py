@@ -69,8 +69,13 @@ def request_fingerprint(payload: OrderCreate) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+# Cursors name a moment an order was created at: anything outside these years is not one we
+# issued, and converting it to UTC (or handing it to the database) could overflow.
+CURSOR_YEARS = range(2000, 9000)
+
+
 def encode_cursor(order: Order) -> str:
-    raw = f"{order.created_at.isoformat()}|{order.id}".encode()
+    raw = f"{order.created_at.astimezone(UTC).isoformat()}|{order.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -79,10 +84,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, order_id = raw.split("|", 1)
         created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive")
-        return created_at, uuid.UUID(order_id)
-    except (ValueError, UnicodeDecodeError) as error:
+        if created_at.tzinfo is None or created_at.year not in CURSOR_YEARS:
+            raise ValueError("not a cursor time")
+        return created_at.astimezone(UTC), uuid.UUID(order_id)
+    except (ValueError, UnicodeDecodeError, OverflowError) as error:
         raise InvalidCursorError("cursor is not one this API returned") from error
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from oms.settings import Settings
+
+logger = logging.getLogger("oms.security.keys")
 
 
 class KeyConfigurationError(RuntimeError):
@@ -141,12 +144,18 @@ def load_key_set(settings: Settings) -> KeySet:
             raise KeyConfigurationError(
                 f"JWT_PRIVATE_KEY_PATH={settings.JWT_PRIVATE_KEY_PATH} cannot be read: {error}"
             ) from error
-    elif settings.JWT_AUTO_GENERATE_KEYS:
+    elif settings.generates_signing_key:
+        if not settings.embedded:
+            logger.warning(
+                "JWT_AUTO_GENERATE_KEYS=true outside the embedded mode: development only",
+                extra={"key_path": str(_dev_key_path(settings))},
+            )
         pem = _ensure_dev_key(_dev_key_path(settings))
     else:
         raise KeyConfigurationError(
-            "No JWT signing key: set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_PATH "
-            "(or JWT_AUTO_GENERATE_KEYS=true for development)"
+            "No JWT signing key: set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_PATH (write one with "
+            "`oms generate-keys`). Keys are generated automatically only in the embedded mode "
+            "(SQLite), or anywhere with JWT_AUTO_GENERATE_KEYS=true for development."
         )
     extra: list[rsa.RSAPublicKey] = []
     if settings.JWT_JWKS_PATH is not None and settings.JWT_JWKS_PATH.exists():

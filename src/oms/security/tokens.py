@@ -30,10 +30,17 @@ class TokenClaims:
     role: UserRole
     jti: str
     expires_at: datetime
+    generation: int = 0  # the user's token generation at issue (see oms.users.access)
 
 
 def issue_access_token(
-    settings: Settings, keys: KeySet, user_id: int, role: UserRole, now: datetime | None = None
+    settings: Settings,
+    keys: KeySet,
+    user_id: int,
+    role: UserRole,
+    now: datetime | None = None,
+    *,
+    generation: int = 0,
 ) -> tuple[str, int]:
     issued = now or datetime.now(UTC)
     lifetime = timedelta(minutes=settings.JWT_ACCESS_TOKEN_EXPIRE_MINUTES)
@@ -44,6 +51,7 @@ def issue_access_token(
         "nbf": issued,
         "exp": issued + lifetime,
         "jti": uuid.uuid4().hex,
+        "gen": generation,
         "iss": settings.JWT_ISSUER,
         "aud": settings.JWT_AUDIENCE,
     }
@@ -83,9 +91,17 @@ def verify_access_token(settings: Settings, keys: KeySet, token: str) -> TokenCl
             role=UserRole(claims.get("role", UserRole.USER.value)),
             jti=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            generation=_generation(claims.get("gen", 0)),
         )
     except (ValueError, TypeError) as error:
         raise InvalidTokenError("invalid claims") from error
+
+
+def _generation(value: object) -> int:
+    # Tokens issued before revocation existed carry no `gen`: they belong to generation 0.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("invalid generation")
+    return value
 
 
 class TokenVerifier:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, status
+from fastapi import APIRouter, Form, Response, status
 
 from oms.schemas import TokenOut, UserOut, UserRegister
 from oms.security.passwords import hash_password_async, verify_password_async
 from oms.security.tokens import issue_access_token
 from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
 from oms_api.deps import SessionDep, StateDep
+from oms_api.jsonbody import StrictJSONRoute
 from oms_api.problems import ProblemError
 from oms_api.routing import route
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=StrictJSONRoute)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 # PostgreSQL rejects NUL in text parameters; refuse control characters as invalid input.
 NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
@@ -25,6 +28,7 @@ NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
     "POST",
     "/register",
     limit="register",
+    per_user=False,
     problems=(409, 422, 429),
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
@@ -50,7 +54,8 @@ async def register(body: UserRegister, session: SessionDep) -> UserOut:
     "POST",
     "/token",
     limit="token",
-    problems=(401, 422, 429),
+    per_user=False,
+    problems=(401, 403, 422, 429),
     response_model=TokenOut,
     summary="Exchange email and password for an access token (OAuth2 password flow)",
 )
@@ -61,6 +66,7 @@ async def token(
     password: Annotated[str, Form(max_length=128, pattern=NO_CONTROL_CHARS)],
     session: SessionDep,
     state: StateDep,
+    response: Response,
 ) -> TokenOut:
     async with session.begin():
         user = await UserRepository(session).get_by_email(username.strip())
@@ -72,11 +78,25 @@ async def token(
             "Incorrect email or password.",
             kind="invalid-credentials",
             title="Invalid credentials",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={"WWW-Authenticate": "Bearer", **NO_STORE},
+        )
+    if user.disabled_at is not None:
+        raise ProblemError(
+            403,
+            "This account is disabled.",
+            kind="account-disabled",
+            title="Account disabled",
+            headers=NO_STORE,
         )
     access_token, expires_in = issue_access_token(
-        state.settings, state.keys.current(), user.id, user.role
+        state.settings,
+        state.keys.current(),
+        user.id,
+        user.role,
+        generation=user.token_generation,
     )
+    # RFC 6749 §5.1: a token answer must not be kept by any cache.
+    response.headers.update(NO_STORE)
     return TokenOut(access_token=access_token, expires_in=expires_in)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from oms.orders.service import (
     AccessDeniedError,
@@ -19,11 +19,15 @@ from oms.orders.service import (
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from oms.telemetry import current_trace_headers
 from oms_api.deps import CurrentUser, OrderServiceDep, StateDep
+from oms_api.jsonbody import StrictJSONRoute
 from oms_api.metrics import ORDERS_CREATED, STATUS_TRANSITIONS
 from oms_api.problems import ProblemError
 from oms_api.routing import route
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix="/orders", tags=["orders"], route_class=StrictJSONRoute)
+
+# User ids are 32-bit integers in the database: a larger one cannot name anybody.
+USER_ID_MAX = 2**31 - 1
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -162,17 +166,25 @@ async def update_order(
     summary="A user's orders, newest first, keyset-paginated",
 )
 async def list_user_orders(
-    user_id: int,
+    user_id: Annotated[int, Path(ge=1, le=USER_ID_MAX, description="A user's id.")],
     user: CurrentUser,
     orders: OrderServiceDep,
     state: StateDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[
+        int, Query(ge=1, description="Page size, at most ORDERS_PAGE_MAX (default 100).")
+    ] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
 ) -> OrderPage:
-    try:
-        return await orders.list_for_user(
-            user_id, user, min(limit, state.settings.ORDERS_PAGE_MAX), cursor
+    page_max = state.settings.ORDERS_PAGE_MAX
+    if limit > page_max:
+        message = f"limit may be at most {page_max} (ORDERS_PAGE_MAX)"
+        raise ProblemError(
+            422,
+            message,
+            errors=[{"loc": ["query", "limit"], "msg": message, "type": "less_than_equal"}],
         )
+    try:
+        return await orders.list_for_user(user_id, user, limit, cursor)
     except AccessDeniedError as error:
         raise ProblemError(403, "You may only list your own orders.") from error
     except UserNotFoundError as error:
