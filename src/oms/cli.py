@@ -56,6 +56,56 @@ def _create_admin_cmd(args: argparse.Namespace) -> int:
     return asyncio.run(create_admin(get_settings(), args.email, password))
 
 
+async def manage_user(settings: Settings, action: str, email: str) -> int:
+    """`oms user ACTION EMAIL`: revoke tokens, disable, enable or delete an account."""
+    from redis.asyncio import Redis
+
+    from oms.pipeline.resources import build_order_cache
+    from oms.users.access import (
+        AccessBook,
+        DatabaseAccessBook,
+        RedisAccessBook,
+        change_access,
+        delete_user,
+    )
+
+    engine = create_engine(settings)
+    sessions = create_session_factory(engine)
+    cache = build_order_cache(settings)
+    redis = Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    book: AccessBook = (
+        RedisAccessBook(
+            redis, sessions, settings.USER_STATE_CACHE_SECONDS, settings.REDIS_KEY_PREFIX
+        )
+        if redis is not None
+        else DatabaseAccessBook(sessions)
+    )
+    try:
+        async with sessions() as session:
+            user = await UserRepository(session).get_by_email(email)
+        if user is None:
+            print(f"no user with email {email}", file=sys.stderr)
+            return 1
+        if action == "delete":
+            orders = await delete_user(sessions, book, cache, user.id)
+            print(f"deleted user {user.id} <{user.email}> and {orders} orders; tokens revoked")
+            return 0
+        disabled = {"disable": True, "enable": False, "revoke": None}[action]
+        access = await change_access(sessions, book, user.id, disabled=disabled)
+        state = "active" if access.active else "disabled"
+        print(f"user {user.id} <{user.email}>: {state}, earlier tokens revoked")
+        return 0
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await cache.close()
+        await engine.dispose()
+
+
+def _user_cmd(args: argparse.Namespace) -> int:
+    return asyncio.run(manage_user(get_settings(), args.action, args.email))
+
+
 def _generate_keys(args: argparse.Namespace) -> int:
     key = generate_private_key(args.bits)
     target = Path(args.out)
@@ -78,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("email")
     admin.add_argument("--password", help="default: $OMS_ADMIN_PASSWORD, else a prompt")
     admin.set_defaults(handler=_create_admin_cmd)
+
+    user = verbs.add_parser(
+        "user", help="revoke a user's tokens, disable, enable or delete the account"
+    )
+    user.add_argument("action", choices=["revoke", "disable", "enable", "delete"])
+    user.add_argument("email")
+    user.set_defaults(handler=_user_cmd)
 
     keys = verbs.add_parser("generate-keys", help="write a new RSA signing key (PEM)")
     keys.add_argument("--out", default="data/jwt/private.pem")

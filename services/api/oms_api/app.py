@@ -81,9 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Orders with JWT auth, caching, rate limits and an asynchronous pipeline.",
         lifespan=lifespan,
         redirect_slashes=False,
-        # Bodies are counted while they stream in (chunked ones too) and refused with 413 at
-        # the limit; a declared Content-Length over it is refused earlier, by the envelope.
-        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,

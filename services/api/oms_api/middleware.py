@@ -1,7 +1,8 @@
 """Pure-ASGI middleware (cheaper than BaseHTTPMiddleware on every request).
 
 `RequestEnvelopeMiddleware` is the outermost layer: it names the request, refuses a declared
-body that is too large before anything reads it, and stamps `X-Request-ID` and the rate-limit
+body that is too large before anything reads it (and a streamed one once it passes the limit,
+chunked bodies included), and stamps `X-Request-ID` and the rate-limit
 headers on whatever answer leaves, errors included. `ErrorBoundaryMiddleware` is the innermost:
 an exception no handler took becomes one logged line and a 500 problem document that travels
 back out through CORS, metrics and the envelope like any other answer, on a connection that
@@ -14,6 +15,7 @@ import logging
 import re
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +39,11 @@ def _declared_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class BodyTooLargeError(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body may hold at most {limit} bytes.")
 
 
 class RequestEnvelopeMiddleware:
@@ -70,6 +77,20 @@ class RequestEnvelopeMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        limit = self.max_body_bytes
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised where the app reads the body; FastAPI passes HTTPExceptions on to
+                    # the problem handlers. Nothing past the limit is ever asked for.
+                    raise BodyTooLargeError(limit)
+            return message
+
         try:
             declared = _declared_length(scope)
             if declared is not None and declared > self.max_body_bytes:
@@ -83,7 +104,7 @@ class RequestEnvelopeMiddleware:
                 )
                 await response(scope, receive, send_enveloped)
                 return
-            await self.app(scope, receive, send_enveloped)
+            await self.app(scope, receive_limited, send_enveloped)
         finally:
             request_id_var.reset(token)
 
