@@ -8,8 +8,8 @@ API, or `oms relay`) processes it again within OUTBOX_POLL_SECONDS.
 
 RabbitMQ: `list` peeks: messages are fetched unacked and returned to the queue when the channel
 closes. `replay` republishes each message to the `orders` exchange (publisher-confirmed) and
-only then removes it from the DLQ; processing is idempotent, so replaying an already-handled event is
-harmless. Replaying a message that is truly unparseable sends it straight back to the DLQ.
+only then removes it from the DLQ; processing is idempotent, so replaying an already-handled
+event is harmless. Replaying a message that is truly unparseable sends it straight back to the DLQ.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -98,6 +98,23 @@ def should_park(attempts: int, max_retries: int) -> bool:
 def bounded_error(error: str | None, limit: int = LAST_ERROR_LENGTH) -> str:
     error = error or "unknown error"
     return error if len(error) <= limit else error[: limit - 1] + "\u2026"
+
+
+def claim_statement(now: datetime, limit: int) -> Select[OutboxEvent]:
+    """The oldest unsent, unparked rows that are due, locked (`SKIP LOCKED` on PostgreSQL:
+    concurrent relays take disjoint batches). The partial index `ix_outbox_events_unsent`
+    (`sent_at IS NULL AND dead_lettered_at IS NULL`, on created_at) serves it."""
+    return (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.sent_at.is_(None),
+            OutboxEvent.dead_lettered_at.is_(None),
+            or_(OutboxEvent.next_attempt_at.is_(None), OutboxEvent.next_attempt_at <= now),
+        )
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
 
 
 @dataclass
@@ -240,22 +257,7 @@ class OutboxRelay:
         async with session_scope(self._session_factory) as session:
             now = datetime.now(UTC)
             rows = list(
-                (
-                    await session.execute(
-                        select(OutboxEvent)
-                        .where(
-                            OutboxEvent.sent_at.is_(None),
-                            OutboxEvent.dead_lettered_at.is_(None),
-                            or_(
-                                OutboxEvent.next_attempt_at.is_(None),
-                                OutboxEvent.next_attempt_at <= now,
-                            ),
-                        )
-                        .order_by(OutboxEvent.created_at, OutboxEvent.id)
-                        .limit(self._batch_size)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalars()
+                (await session.execute(claim_statement(now, self._batch_size))).scalars()
             )
             records = [
                 OutboxRecord(
