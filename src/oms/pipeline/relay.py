@@ -256,9 +256,7 @@ class OutboxRelay:
         """Claim, deliver and mark one batch; the claim's row locks last until the marks commit."""
         async with session_scope(self._session_factory) as session:
             now = datetime.now(UTC)
-            rows = list(
-                (await session.execute(claim_statement(now, self._batch_size))).scalars()
-            )
+            rows = list((await session.execute(claim_statement(now, self._batch_size))).scalars())
             records = [
                 OutboxRecord(
                     id=row.id,
