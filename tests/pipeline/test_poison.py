@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -416,6 +417,29 @@ async def test_replay_of_parked_events_in_process(make_settings: SettingsFactory
         assert left == list(set(poison) - listed)
         assert await replay_parked(factory, limit=10) == 1
         assert await replay_parked(factory, limit=10) == 0
+    finally:
+        await relay.stop()
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_running_relay_counts_parked_events(make_settings: SettingsFactory) -> None:
+    settings = await make_settings()
+    await insert_poison_events(settings, 2)
+    engine = create_engine(settings)
+    factory = create_session_factory(engine)
+    relay = in_process_relay(factory, max_retries=0)
+    parked_before = REGISTRY.get_sample_value("oms_outbox_events_parked_total") or 0.0
+    relay.start()
+    try:
+
+        async def gauge_shows_them() -> bool:
+            return REGISTRY.get_sample_value("oms_outbox_parked_events") == 2
+
+        await eventually(gauge_shows_them, 10, message="the parked gauge to read 2")
+        parked_after = REGISTRY.get_sample_value("oms_outbox_events_parked_total") or 0.0
+        assert parked_after - parked_before == 2
+        assert relay.stats.consecutive_failures == 0  # poison is not a relay failure
     finally:
         await relay.stop()
         await engine.dispose()

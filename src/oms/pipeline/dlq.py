@@ -177,7 +177,7 @@ async def list_parked(
         return [
             ParkedEvent(
                 event_id=row.id,
-                order_id=str(row.payload.get("order_id", row.aggregate_id)),
+                order_id=str(row.aggregate_id),
                 attempts=row.attempts,
                 last_error=row.last_error or "",
                 parked_at=row.dead_lettered_at,
