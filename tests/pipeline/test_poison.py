@@ -415,7 +415,12 @@ async def test_replay_of_parked_events_in_process(make_settings: SettingsFactory
         assert await replay_parked(factory, limit=2) == 2  # the same two: same order
         left = [event.event_id for event in await list_parked(factory, 10)]
         assert left == list(set(poison) - listed)
-        assert await replay_parked(factory, limit=10) == 1
+        # With RABBITMQ_URL set (here a dead port), `--outbox` still shows the parked rows.
+        assert (await relay.relay_once()).parked == 2  # the two replayed ones, parked again
+        env = settings_env(settings, RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+        listed_cli = await run_command(str(VENV_BIN / "oms"), "dlq", "list", "--outbox", env=env)
+        assert {uuid.UUID(line.split("\t")[0]) for line in listed_cli.splitlines()} == set(poison)
+        assert await replay_parked(factory, limit=10) == 3
         assert await replay_parked(factory, limit=10) == 0
     finally:
         await relay.stop()
