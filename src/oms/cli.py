@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
     keys.set_defaults(handler=_generate_keys)
 
-    dlq = verbs.add_parser("dlq", help="list or replay the dead-letter queue new_order.dlq")
+    dlq = verbs.add_parser(
+        "dlq", help="list or replay dead letters (new_order.dlq, or parked outbox events)"
+    )
     _dlq_parser(dlq).set_defaults(handler=_dlq)
 
     relay = verbs.add_parser("relay", help="run the outbox relay alone (RUN_OUTBOX_RELAY=false)")

@@ -23,7 +23,9 @@ from celery.signals import (
 )
 
 from oms.pipeline.celery_config import PROCESS_ORDER_TASK, create_celery_app
+from oms.pipeline.dlq import order_event_dead_letter, publish_dead_letter
 from oms.pipeline.processing import process_order
+from oms.pipeline.sinks import describe_error
 from oms.settings import Settings, get_settings
 from oms.telemetry import configure_tracing, reset_after_fork, shutdown_tracing
 from oms_worker.metrics import TASK_SECONDS, TASKS, forget_process
@@ -32,6 +34,7 @@ from oms_worker.runtime import RuntimeHolder
 logger = logging.getLogger("oms.worker")
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+DEAD_LETTER_TIMEOUT_SECONDS = 10.0
 
 
 class WorkerStatus:
@@ -73,10 +76,39 @@ def instrument_worker_child() -> None:
             instrumentor.instrument()
 
 
+def event_id_of(task_id: str | None) -> uuid.UUID:
+    """The consumer sends each event with its event id as the task id."""
+    try:
+        return uuid.UUID(str(task_id))
+    except ValueError:
+        return uuid.uuid4()
+
+
 def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
     app = create_celery_app(settings, main="oms_worker")
     runtimes = RuntimeHolder(settings)
     status = WorkerStatus()
+
+    def dead_letter(request: Any, order_id: str, reason: str) -> bool:
+        """Park the order's event in `new_order.dlq` (confirmed) so that `oms dlq list|replay`
+        sees it; False (logged) if that failed: the task then just fails, as it did before."""
+        url = settings.RABBITMQ_URL
+        if not url:
+            logger.error("cannot dead-letter without RABBITMQ_URL", extra={"order_id": order_id})
+            return False
+        message = order_event_dead_letter(
+            event_id_of(request.id), order_id, reason, trace_context_of(request)
+        )
+        try:
+            runtimes.current().run(publish_dead_letter(url, message, DEAD_LETTER_TIMEOUT_SECONDS))
+        except Exception:
+            logger.exception("dead-lettering failed", extra={"order_id": order_id})
+            return False
+        logger.error(
+            "processing failed for good; the event is in new_order.dlq (`oms dlq list`)",
+            extra={"order_id": order_id, "event_id": message.message_id, "reason": reason},
+        )
+        return True
 
     @app.task(
         bind=True,
@@ -90,9 +122,11 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
         started = time.perf_counter()
         try:
             order_uuid = uuid.UUID(order_id)
-        except ValueError:
-            TASKS.labels("failed").inc()
-            raise  # a malformed id never becomes valid: no retry
+        except ValueError as error:
+            # A malformed id never becomes valid: no retry.
+            parked = dead_letter(self.request, order_id, f"invalid order id: {error}")
+            TASKS.labels("dead_lettered" if parked else "failed").inc()
+            raise
         runtime = runtimes.current()
         try:
             result = runtime.run(
@@ -106,8 +140,10 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
         except Exception as error:
             retries = int(self.request.retries or 0)
             if retries >= settings.ORDER_TASK_MAX_RETRIES:
-                TASKS.labels("failed").inc()
                 logger.exception("processing failed for good", extra={"order_id": order_id})
+                reason = f"processing failed after {retries + 1} attempts: {describe_error(error)}"
+                parked = dead_letter(self.request, order_id, reason)
+                TASKS.labels("dead_lettered" if parked else "failed").inc()
                 raise
             TASKS.labels("retried").inc()
             logger.warning(

@@ -15,7 +15,8 @@ from oms.prometheus import MULTIPROC_ENV
 TASKS = Counter(
     "oms_worker_tasks_total",
     "process_order_task runs by outcome",
-    # processed (success), already_processed (duplicate delivery), retried, failed (for good)
+    # processed (success), already_processed (duplicate delivery), retried, dead_lettered
+    # (failed for good, parked in new_order.dlq), failed (for good, and dead-lettering failed)
     ["outcome"],
 )
 TASK_SECONDS = Histogram(
@@ -25,7 +26,7 @@ TASK_SECONDS = Histogram(
 )
 
 # Known label values start at 0, so rate() sees the first event instead of a series appearing.
-for _outcome in ("processed", "already_processed", "retried", "failed"):
+for _outcome in ("processed", "already_processed", "retried", "dead_lettered", "failed"):
     TASKS.labels(_outcome)
 
 

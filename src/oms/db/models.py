@@ -36,6 +36,10 @@ NAMING_CONVENTION = {
 }
 
 
+# Longest `outbox_events.last_error` kept (characters).
+LAST_ERROR_LENGTH = 500
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -149,16 +153,37 @@ class IdempotencyKey(Base):
 
 
 class OutboxEvent(Base):
-    """An event written in the same transaction as the change it describes (outbox pattern)."""
+    """An event written in the same transaction as the change it describes (outbox pattern).
+
+    Retry and parking state lives on the row itself rather than in a separate dead-letter
+    table: parking and replaying are then single-row UPDATEs in the relay's own transaction
+    (nothing is copied, so nothing can be lost or duplicated between two tables), and the
+    retention purge, which only deletes sent rows, never touches a parked one.
+
+    - `attempts`: deliveries the destination answered for this row (confirmed, or processing
+      failed). A destination that was unavailable does not count.
+    - `next_attempt_at`: a failed row is not claimed again before this time (NULL: due now).
+    - `last_error`: why the last processing attempt failed (bounded, see LAST_ERROR_LENGTH).
+    - `dead_lettered_at`: set when the row is parked after its last allowed attempt; the relay
+      no longer claims it until `oms dlq replay` clears it.
+    """
 
     __tablename__ = "outbox_events"
     __table_args__ = (
-        # The relay only ever scans unsent rows, oldest first.
+        # The relay only ever scans unsent, unparked rows, oldest first (filtering on
+        # next_attempt_at as it walks the index).
         Index(
             "ix_outbox_events_unsent",
             "created_at",
-            postgresql_where=text("sent_at IS NULL"),
-            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL AND dead_lettered_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL AND dead_lettered_at IS NULL"),
+        ),
+        # `oms dlq list|replay` and the parked-events gauge: the few parked rows, oldest first.
+        Index(
+            "ix_outbox_events_parked",
+            "dead_lettered_at",
+            postgresql_where=text("dead_lettered_at IS NOT NULL"),
+            sqlite_where=text("dead_lettered_at IS NOT NULL"),
         ),
     )
 
@@ -170,3 +195,6 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(LAST_ERROR_LENGTH), nullable=True)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

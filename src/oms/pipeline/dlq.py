@@ -1,25 +1,41 @@
-"""Inspect and replay the dead-letter queue `new_order.dlq` (`oms dlq list|replay`).
+"""Inspect and replay dead letters (`oms dlq list|replay`).
 
-`list` peeks: messages are fetched unacked and returned to the queue when the channel closes.
-`replay` republishes each message to the `orders` exchange (publisher-confirmed) and only then
-removes it from the DLQ; processing is idempotent, so replaying an already-handled event is
-harmless. Replaying a message that is truly unparseable sends it straight back to the DLQ.
+With RabbitMQ (RABBITMQ_URL set) that is the dead-letter queue `new_order.dlq`; in the embedded
+mode (no RABBITMQ_URL, or `--outbox`) it is the parked outbox rows (`dead_lettered_at` set by the
+relay after the last allowed processing attempt, see `oms.pipeline.relay`). Replaying a parked
+row clears the parking, resets its attempts and makes it due now: the running relay (inside the
+API, or `oms relay`) processes it again within OUTBOX_POLL_SECONDS.
+
+RabbitMQ: `list` peeks: messages are fetched unacked and returned to the queue when the channel
+closes. `replay` republishes each message to the `orders` exchange (publisher-confirmed) and
+only then removes it from the DLQ; processing is idempotent, so replaying an already-handled
+event is harmless. Replaying a message that is truly unparseable sends it straight back to the DLQ.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import orjson
+from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractIncomingMessage
+from pamqp.commands import Basic
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from oms.messaging.contracts import ROUTING_KEY
+from oms.db.models import OutboxEvent
+from oms.db.session import create_engine, create_session_factory, session_scope
+from oms.messaging.contracts import CONTENT_TYPE, DEAD_LETTER_QUEUE_NAME, ROUTING_KEY
 from oms.pipeline.messages import persistent_copy
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, declare_topology
-from oms.settings import get_settings
+from oms.settings import Settings, get_settings
 
 # Broker bookkeeping a replayed message must not carry back into new_order.
 _DEATH_HEADERS = (
@@ -40,6 +56,45 @@ class DeadLetter:
     message_id: str | None
     reason: str
     body_preview: str
+
+
+def order_event_dead_letter(
+    event_id: uuid.UUID, order_id: str, reason: str, headers: dict[str, str] | None = None
+) -> aio_pika.Message:
+    """An `order.created` v1 message for `new_order.dlq`, for a worker whose task failed for
+    good: `oms dlq replay` sends it back through `new_order` and the consumer dispatches a fresh
+    task (same event id, so the same task id). The task does not carry the original event time:
+    `occurred_at` is the time of dead-lettering."""
+    body = {
+        "event": "order.created",
+        "version": 1,
+        "event_id": str(event_id),
+        "order_id": order_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    return aio_pika.Message(
+        orjson.dumps(body),
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=str(event_id),
+        type="order.created",
+        timestamp=datetime.now(UTC),
+        headers={**(headers or {}), DEAD_LETTER_REASON_HEADER: reason[:500]},
+    )
+
+
+async def publish_dead_letter(url: str, message: aio_pika.Message, timeout_seconds: float) -> None:
+    """Publish to `new_order.dlq` and wait for the broker's confirm; raises if it did not."""
+    timeout = timeout_seconds
+    connection = await aio_pika.connect(url, timeout=timeout)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        topology = await asyncio.wait_for(declare_topology(channel), timeout)
+        confirmation = await topology.dead_letter_exchange.publish(
+            message, DEAD_LETTER_QUEUE_NAME, mandatory=True, timeout=timeout
+        )
+        if not isinstance(confirmation, Basic.Ack):
+            raise RuntimeError(f"the broker did not confirm the dead letter: {confirmation!r}")
 
 
 def dead_letter_reason(headers: dict[str, Any]) -> str:
@@ -94,18 +149,106 @@ async def replay_dead_letters(url: str, limit: int) -> int:
         return replayed
 
 
+# --- embedded mode: parked outbox rows -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    event_id: uuid.UUID
+    order_id: str
+    attempts: int
+    last_error: str
+    parked_at: datetime
+
+
+def _parked_rows(limit: int) -> Any:
+    return (
+        select(OutboxEvent)
+        .where(OutboxEvent.dead_lettered_at.is_not(None))
+        .order_by(OutboxEvent.dead_lettered_at, OutboxEvent.id)
+        .limit(limit)
+    )
+
+
+async def list_parked(
+    session_factory: async_sessionmaker[AsyncSession], limit: int
+) -> list[ParkedEvent]:
+    """Parked outbox events, longest parked first."""
+    async with session_factory() as session:
+        rows = (await session.execute(_parked_rows(limit))).scalars()
+        return [
+            ParkedEvent(
+                event_id=row.id,
+                order_id=str(row.aggregate_id),
+                attempts=row.attempts,
+                last_error=row.last_error or "",
+                parked_at=row.dead_lettered_at,
+            )
+            for row in rows
+            if row.dead_lettered_at is not None
+        ]
+
+
+async def replay_parked(session_factory: async_sessionmaker[AsyncSession], limit: int) -> int:
+    """Un-park up to `limit` events (longest parked first): attempts reset, due now. The last
+    error stays on the row until it is processed or fails again."""
+    async with session_scope(session_factory) as session:
+        ids = list(
+            (
+                await session.execute(
+                    _parked_rows(limit).with_only_columns(OutboxEvent.id).with_for_update()
+                )
+            ).scalars()
+        )
+        if not ids:
+            return 0
+        result = await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(ids), OutboxEvent.dead_lettered_at.is_not(None))
+            .values(dead_lettered_at=None, attempts=0, next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+async def _run_outbox(settings: Settings, action: str, limit: int) -> int:
+    engine = create_engine(settings)
+    try:
+        factory = create_session_factory(engine)
+        if action == "list":
+            for event in await list_parked(factory, limit):
+                print(
+                    f"{event.event_id}\t{event.order_id}\t{event.attempts}\t"
+                    f"{event.parked_at.isoformat()}\t{_one_line(event.last_error)}"
+                )
+            return 0
+        print(f"replayed {await replay_parked(factory, limit)} parked outbox events")
+        return 0
+    finally:
+        await engine.dispose()
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="oms dlq", description=__doc__)
     parser.add_argument("action", choices=["list", "replay"])
     parser.add_argument("--limit", type=int, default=100, help="at most this many messages")
+    parser.add_argument(
+        "--outbox",
+        action="store_true",
+        help="parked outbox events even when RABBITMQ_URL is set (the default without it)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    url = get_settings().RABBITMQ_URL
-    if not url:
-        print("RABBITMQ_URL is not set: the embedded mode has no dead-letter queue")
-        return 2
+    """List: `message id, reason, body` (RabbitMQ) or `event id, order id, attempts, parked at,
+    last error` (parked outbox events), tab-separated, one per line."""
+    settings = get_settings()
+    url = settings.RABBITMQ_URL
+    if not url or args.outbox:
+        return asyncio.run(_run_outbox(settings, args.action, args.limit))
     if args.action == "list":
         for letter in asyncio.run(list_dead_letters(url, args.limit)):
             print(f"{letter.message_id}\t{letter.reason}\t{letter.body_preview}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 OUTBOX_PUBLISH_SECONDS = Histogram(
     "oms_outbox_publish_duration_seconds",
@@ -22,7 +22,18 @@ OUTBOX_EVENTS_PUBLISHED = Counter(
 )
 OUTBOX_EVENTS_FAILED = Counter(
     "oms_outbox_events_failed_total",
-    "Outbox events handed over but not confirmed (refused, returned or publish error); retried",
+    "Outbox events handed over but not confirmed (refused, returned, publish or processing "
+    "error); retried",
+)
+OUTBOX_EVENTS_PARKED = Counter(
+    "oms_outbox_events_parked",
+    "Outbox events parked after their last allowed processing attempt (embedded mode)",
+)
+OUTBOX_PARKED = Gauge(
+    "oms_outbox_parked_events",
+    "Parked outbox events waiting for `oms dlq replay` (embedded mode; refreshed by the relay)",
+    # Every relay reads the same table: the latest reading is the right one.
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_RELAY_FAILURES = Counter(
     "oms_outbox_relay_failures_total",

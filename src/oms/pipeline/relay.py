@@ -6,8 +6,21 @@ several API replicas take disjoint batches); deliver the batch; mark `sent_at` o
 destination confirmed, in the same transaction that holds the claim. A crash between confirm and
 commit re-sends those rows later: delivery is at-least-once and processing is idempotent.
 
-While the destination is down the relay backs off exponentially (capped) and rows simply wait.
-Sent rows are purged after OUTBOX_RETENTION_HOURS, checked every PURGE_INTERVAL_SECONDS.
+While the destination is down the relay backs off exponentially (capped) and rows simply wait:
+an outage (SinkUnavailableError, messages the broker did not confirm, the database or cache
+unreachable) never counts as an attempt, so nothing accepted is ever parked or lost because a
+broker or database died.
+
+Poison isolation (embedded mode; see `oms.pipeline.sinks` for how failures are told apart):
+when processing *one record* fails, that row alone counts an attempt and is not claimed again
+before `next_attempt_at` (exponential back-off from ORDER_TASK_RETRY_DELAY_SECONDS, capped at
+MAX_RETRY_DELAY_SECONDS, a little jitter). After ORDER_TASK_MAX_RETRIES retries (the Celery
+task's semantics) the row is parked: `dead_lettered_at` is set, the relay skips it for good and
+`oms dlq list|replay` shows and releases it. Failing rows never block the others: each claim
+takes the oldest *due* unparked rows.
+
+Sent rows are purged after OUTBOX_RETENTION_HOURS, checked every PURGE_INTERVAL_SECONDS; parked
+rows are never purged.
 """
 
 from __future__ import annotations
@@ -21,30 +34,45 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
-from oms.db.models import OutboxEvent
+from oms.db.models import LAST_ERROR_LENGTH, OutboxEvent
 from oms.db.session import create_engine, create_session_factory, session_scope
 from oms.logging import configure_logging
 from oms.pipeline.messages import OutboxRecord
 from oms.pipeline.metrics import (
     OUTBOX_EVENTS_FAILED,
+    OUTBOX_EVENTS_PARKED,
     OUTBOX_EVENTS_PUBLISHED,
+    OUTBOX_PARKED,
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
 )
 from oms.pipeline.resources import build_order_cache
-from oms.pipeline.sinks import EventSink, InProcessDispatcher, RabbitPublisher, SinkUnavailableError
+from oms.pipeline.sinks import (
+    Delivery,
+    DeliveryStatus,
+    EventSink,
+    InProcessDispatcher,
+    RabbitPublisher,
+    SinkUnavailableError,
+)
 from oms.settings import Settings, get_settings
 from oms.telemetry import configure_tracing
 
 logger = logging.getLogger("oms.pipeline.relay")
 
 PURGE_INTERVAL_SECONDS = 600.0
+PARKED_GAUGE_INTERVAL_SECONDS = 15.0
 INITIAL_BACKOFF_SECONDS = 0.2
+# Longest wait between two processing attempts of one row (unless the base delay is longer).
+MAX_RETRY_DELAY_SECONDS = 900.0
+# Retry delays are shortened by up to this fraction, at random: rows that failed together
+# (say, during one bad deploy) do not all come back in the same instant.
+RETRY_JITTER = 0.1
 
 
 def backoff_delay(failures: int, cap: float) -> float:
@@ -54,10 +82,47 @@ def backoff_delay(failures: int, cap: float) -> float:
     return min(cap, INITIAL_BACKOFF_SECONDS * 2.0 ** min(failures - 1, 30))
 
 
+def retry_delay(attempts: int, base: float, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
+    """Wait before the next processing attempt of a row whose `attempts` attempts all failed:
+    base, 2 x base, 4 x base, ... capped at `cap` (or at `base`, should that be larger)."""
+    if attempts <= 0:
+        return 0.0
+    return min(max(cap, base), base * 2.0 ** min(attempts - 1, 30))
+
+
+def should_park(attempts: int, max_retries: int) -> bool:
+    """After `attempts` failed attempts: the first one plus `max_retries` retries are used up."""
+    return attempts > max_retries
+
+
+def bounded_error(error: str | None, limit: int = LAST_ERROR_LENGTH) -> str:
+    error = error or "unknown error"
+    return error if len(error) <= limit else error[: limit - 1] + "\u2026"
+
+
+def claim_statement(now: datetime, limit: int) -> Select[OutboxEvent]:
+    """The oldest unsent, unparked rows that are due, locked (`SKIP LOCKED` on PostgreSQL:
+    concurrent relays take disjoint batches). The partial index `ix_outbox_events_unsent`
+    (`sent_at IS NULL AND dead_lettered_at IS NULL`, on created_at) serves it."""
+    return (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.sent_at.is_(None),
+            OutboxEvent.dead_lettered_at.is_(None),
+            or_(OutboxEvent.next_attempt_at.is_(None), OutboxEvent.next_attempt_at <= now),
+        )
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 @dataclass
 class RelayStats:
     delivered: int = 0
     refused: int = 0
+    processing_failures: int = 0
+    parked: int = 0
     failures: int = 0
     consecutive_failures: int = 0
     purged: int = 0
@@ -68,10 +133,14 @@ class RelayStats:
 class BatchOutcome:
     claimed: int
     delivered: int
+    # Processing failed for these records: attempt counted, retried later or parked.
+    failed: int = 0
+    parked: int = 0
 
     @property
     def refused(self) -> int:
-        return self.claimed - self.delivered
+        """Records the destination did not take (it is unavailable): the relay backs off."""
+        return self.claimed - self.delivered - self.failed
 
 
 class OutboxRelay:
@@ -85,6 +154,9 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         retention: timedelta = timedelta(hours=24),
+        max_retries: int = 3,
+        retry_delay_seconds: float = 60.0,
+        max_retry_delay_seconds: float = MAX_RETRY_DELAY_SECONDS,
     ) -> None:
         self._session_factory = session_factory
         self._sink = sink
@@ -93,9 +165,15 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._max_backoff = max_backoff_seconds
         self._retention = retention
+        self._max_retries = max_retries
+        self._retry_delay = retry_delay_seconds
+        self._max_retry_delay = max_retry_delay_seconds
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_purge = time.monotonic()
+        self._next_parked_gauge = time.monotonic()
+        # Monotonic time when the earliest row this relay scheduled for a retry falls due.
+        self._earliest_retry: float | None = None
         self.stats = RelayStats()
 
     @classmethod
@@ -121,6 +199,8 @@ class OutboxRelay:
             poll_seconds=settings.OUTBOX_POLL_SECONDS,
             max_backoff_seconds=settings.OUTBOX_MAX_BACKOFF_SECONDS,
             retention=timedelta(hours=settings.OUTBOX_RETENTION_HOURS),
+            max_retries=settings.ORDER_TASK_MAX_RETRIES,
+            retry_delay_seconds=settings.ORDER_TASK_RETRY_DELAY_SECONDS,
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -146,6 +226,7 @@ class OutboxRelay:
             try:
                 outcome = await self.relay_once()
                 await self._purge_when_due()
+                await self._refresh_parked_gauge_when_due(force=outcome.parked > 0)
             except (SinkUnavailableError, SQLAlchemyError, OSError) as error:
                 self._record_failure(repr(error))
                 await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
@@ -159,9 +240,11 @@ class OutboxRelay:
                 self._record_failure(f"{outcome.refused} events not confirmed")
                 await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
                 continue
+            # Processing failures of single records are not the relay's failures: those rows
+            # wait for their own retry time and the next claim moves on to other rows.
             self.stats.consecutive_failures = 0
             if outcome.claimed < self._batch_size:
-                await self._wait_for_work(self._poll_seconds)
+                await self._wait_for_work(self._idle_wait())
 
     # --- one batch ----------------------------------------------------------------------------
     async def relay_once(self) -> BatchOutcome:
@@ -172,15 +255,8 @@ class OutboxRelay:
     async def relay_batch(self) -> BatchOutcome:
         """Claim, deliver and mark one batch; the claim's row locks last until the marks commit."""
         async with session_scope(self._session_factory) as session:
-            rows = (
-                await session.execute(
-                    select(OutboxEvent)
-                    .where(OutboxEvent.sent_at.is_(None))
-                    .order_by(OutboxEvent.created_at, OutboxEvent.id)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).scalars()
+            now = datetime.now(UTC)
+            rows = list((await session.execute(claim_statement(now, self._batch_size))).scalars())
             records = [
                 OutboxRecord(
                     id=row.id,
@@ -194,33 +270,84 @@ class OutboxRelay:
             if not records:
                 return BatchOutcome(0, 0)
             started = time.perf_counter()
-            accepted = await self._sink.deliver(records)
+            answers = await self._sink.deliver(records)
             OUTBOX_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-            outcomes = list(zip(records, accepted, strict=True))
-            delivered_ids = [record.id for record, ok in outcomes if ok]
-            refused_ids = [record.id for record, ok in outcomes if not ok]
+            if len(answers) != len(rows):
+                raise RuntimeError(f"{len(answers)} answers for {len(rows)} records")
             now = datetime.now(UTC)
+            delivered_ids = [
+                row.id
+                for row, answer in zip(rows, answers, strict=True)
+                if answer.status is DeliveryStatus.DELIVERED
+            ]
             if delivered_ids:
                 await session.execute(
                     update(OutboxEvent)
                     .where(OutboxEvent.id.in_(delivered_ids))
-                    .values(sent_at=now, attempts=OutboxEvent.attempts + 1)
+                    .values(sent_at=now, next_attempt_at=None, attempts=OutboxEvent.attempts + 1)
                     .execution_options(synchronize_session=False)
                 )
-            if refused_ids:
-                await session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.id.in_(refused_ids))
-                    .values(attempts=OutboxEvent.attempts + 1)
-                    .execution_options(synchronize_session=False)
-                )
+            failed = [
+                (row, answer)
+                for row, answer in zip(rows, answers, strict=True)
+                if answer.status is DeliveryStatus.FAILED
+            ]
+            parked = sum([self._schedule_retry_or_park(row, answer, now) for row, answer in failed])
+        deferred = len(records) - len(delivered_ids) - len(failed)
         self.stats.delivered += len(delivered_ids)
-        self.stats.refused += len(refused_ids)
+        self.stats.refused += deferred
+        self.stats.processing_failures += len(failed)
+        self.stats.parked += parked
         OUTBOX_EVENTS_PUBLISHED.inc(len(delivered_ids))
-        OUTBOX_EVENTS_FAILED.inc(len(refused_ids))
+        OUTBOX_EVENTS_FAILED.inc(len(records) - len(delivered_ids))
+        OUTBOX_EVENTS_PARKED.inc(parked)
         if delivered_ids:
             logger.debug("relayed outbox events", extra={"count": len(delivered_ids)})
-        return BatchOutcome(len(records), len(delivered_ids))
+        return BatchOutcome(len(records), len(delivered_ids), len(failed), parked)
+
+    def _schedule_retry_or_park(self, row: OutboxEvent, answer: Delivery, now: datetime) -> bool:
+        """Count the failed attempt on the (claimed, session-bound) row; True if now parked."""
+        row.attempts += 1
+        row.last_error = bounded_error(answer.error)
+        if answer.permanent or should_park(row.attempts, self._max_retries):
+            row.dead_lettered_at = now
+            row.next_attempt_at = None
+            logger.error(
+                "parked an outbox event after its last processing attempt; see `oms dlq list`",
+                extra={
+                    "event_id": str(row.id),
+                    "order_id": str(row.aggregate_id),
+                    "attempts": row.attempts,
+                    "error": row.last_error,
+                },
+            )
+            return True
+        delay = retry_delay(row.attempts, self._retry_delay, self._max_retry_delay)
+        delay *= 1.0 - RETRY_JITTER * random.random()  # noqa: S311 - not security relevant
+        row.next_attempt_at = now + timedelta(seconds=delay)
+        due = time.monotonic() + delay
+        if self._earliest_retry is None or due < self._earliest_retry:
+            self._earliest_retry = due
+        logger.warning(
+            "outbox event processing failed; retrying later",
+            extra={
+                "event_id": str(row.id),
+                "order_id": str(row.aggregate_id),
+                "attempts": row.attempts,
+                "retry_in": round(delay, 3),
+                "error": row.last_error,
+            },
+        )
+        return False
+
+    async def parked_count(self) -> int:
+        async with self._session_factory() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.dead_lettered_at.is_not(None))
+            )
+        return int(count or 0)
 
     async def purge_sent(self, now: datetime | None = None) -> int:
         cutoff = (now or datetime.now(UTC)) - self._retention
@@ -242,6 +369,22 @@ class OutboxRelay:
         purged = await self.purge_sent()
         if purged:
             logger.info("purged sent outbox events", extra={"count": purged})
+
+    async def _refresh_parked_gauge_when_due(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next_parked_gauge:
+            return
+        self._next_parked_gauge = time.monotonic() + PARKED_GAUGE_INTERVAL_SECONDS
+        OUTBOX_PARKED.set(await self.parked_count())
+
+    def _idle_wait(self) -> float:
+        """The poll interval, or less when a row this relay scheduled falls due sooner."""
+        if self._earliest_retry is None:
+            return self._poll_seconds
+        remaining = self._earliest_retry - time.monotonic()
+        if remaining <= 0:
+            self._earliest_retry = None
+            return 0.0
+        return min(self._poll_seconds, remaining)
 
     def _record_failure(self, error: str) -> None:
         OUTBOX_RELAY_FAILURES.inc()

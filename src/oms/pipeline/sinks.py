@@ -1,11 +1,24 @@
 """Where the outbox relay delivers events: RabbitMQ with publisher confirms, or (embedded mode,
-no RabbitMQ configured) straight into the processing function in this process."""
+no RabbitMQ configured) straight into the processing function in this process.
+
+A sink answers each record of a batch with a `Delivery`:
+- `DELIVERED`: the destination has it for good; the relay marks the row sent.
+- `FAILED`: the destination took it and processing failed *because of this record* (the error
+  says why): the relay counts an attempt, schedules a retry with back-off, and parks the row
+  after the last allowed attempt. `PERMANENT` failures (an event that can never be processed,
+  such as one that is not `order.created` v1) are parked at once.
+- `DEFERRED`: the destination could not take it right now (broker gone, batch not confirmed,
+  database or cache unreachable): no attempt is counted and the whole relay backs off. An
+  outage, however long, never parks anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import aio_pika
@@ -13,6 +26,11 @@ from aio_pika.abc import AbstractConnection, AbstractExchange, PublishResultType
 from aio_pika.exceptions import AMQPException
 from pamqp.commands import Basic
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import text
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
@@ -45,12 +63,56 @@ class SinkUnavailableError(ConnectionError):
     """The destination cannot take events right now; the relay backs off and retries."""
 
 
+class DeliveryStatus(enum.Enum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The destination's answer for one record (see the module docstring)."""
+
+    status: DeliveryStatus
+    error: str | None = None
+    permanent: bool = False
+
+    @classmethod
+    def failed(cls, error: str, *, permanent: bool = False) -> Delivery:
+        return cls(DeliveryStatus.FAILED, error, permanent)
+
+
+DELIVERED = Delivery(DeliveryStatus.DELIVERED)
+DEFERRED = Delivery(DeliveryStatus.DEFERRED)
+
+# Errors that say the destination (database, cache, network) is unreachable, not that the
+# record is bad: they never count as an attempt.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionError, socket errors
+    TimeoutError,
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, safe to store and log: no NUL, no unpaired surrogate (either would make
+    the very UPDATE that records the failure fail, and stall the relay)."""
+    described = f"{type(error).__name__}: {error}"
+    return described.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 class EventSink(Protocol):
     async def connect(self) -> None:
         """Make sure the destination is reachable; raise SinkUnavailableError if not."""
 
-    async def deliver(self, records: Sequence[OutboxRecord]) -> list[bool]:
-        """Hand over a batch; for each record, whether the destination accepted it for good."""
+    async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
+        """Hand over a batch; the destination's answer for each record, in order."""
 
     async def close(self) -> None: ...
 
@@ -83,7 +145,9 @@ class RabbitPublisher:
             await self.close()
             raise SinkUnavailableError(f"RabbitMQ unavailable: {error!r}") from error
 
-    async def deliver(self, records: Sequence[OutboxRecord]) -> list[bool]:
+    async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
+        """Confirmed messages are delivered; anything else (nack, return, publish error) is
+        the broker's problem, not the record's: deferred, never counted towards parking."""
         if self._topology is None:
             raise SinkUnavailableError("not connected")
         exchange = self._topology.exchange
@@ -105,7 +169,7 @@ class RabbitPublisher:
                 "broker refused or returned messages",
                 extra={"refused": delivered.count(False), "batch": len(records)},
             )
-        return delivered
+        return [DELIVERED if ok else DEFERRED for ok in delivered]
 
     async def _publish(
         self, exchange: AbstractExchange, record: OutboxRecord
@@ -135,7 +199,11 @@ class RabbitPublisher:
 
 class InProcessDispatcher:
     """The embedded mode's stand-in for RabbitMQ + consumer + Celery: processes each event in
-    this process with the same function the Celery task runs."""
+    this process with the same function the Celery task runs.
+
+    A processing error is the record's fault only if the destination is healthy: errors that
+    mean "unreachable" (UNAVAILABLE_ERRORS), or any error while a quick database and cache
+    check fails, defer the rest of the batch instead of counting an attempt."""
 
     def __init__(
         self,
@@ -150,11 +218,18 @@ class InProcessDispatcher:
     async def connect(self) -> None:
         return None
 
-    async def deliver(self, records: Sequence[OutboxRecord]) -> list[bool]:
+    async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
         # One after the other: the embedded database is SQLite, which has a single writer.
-        return [await self._deliver_one(record) for record in records]
+        answers: list[Delivery] = []
+        for record in records:
+            answer = await self._deliver_one(record)
+            if answer.status is DeliveryStatus.DEFERRED:
+                # The destination is down: the rest of the batch waits with this record.
+                return answers + [DEFERRED] * (len(records) - len(answers))
+            answers.append(answer)
+        return answers
 
-    async def _deliver_one(self, record: OutboxRecord) -> bool:
+    async def _deliver_one(self, record: OutboxRecord) -> Delivery:
         with _tracer.start_as_current_span(
             "outbox relay in-process",
             context=context_from_headers(record.headers),
@@ -162,26 +237,50 @@ class InProcessDispatcher:
         ):
             return await self._process(record)
 
-    async def _process(self, record: OutboxRecord) -> bool:
+    async def _process(self, record: OutboxRecord) -> Delivery:
         try:
             event = OrderCreatedEvent.model_validate(record.payload)
-        except ValidationError:
-            # Without a broker there is no dead-letter queue: log it loudly (the row keeps the
-            # payload until the retention purge) rather than retry something that cannot work.
-            logger.exception(
-                "dropping an outbox event that is not order.created v1",
+        except ValidationError as error:
+            # Retrying cannot help: parked at once, visible in `oms dlq list`.
+            logger.error(
+                "parking an outbox event that is not order.created v1",
                 extra={"event_id": str(record.id)},
             )
-            return True
+            return Delivery.failed(
+                f"not an order.created v1 event: {describe_error(error)}", permanent=True
+            )
         try:
             result = await process_order(
                 self._session_factory, self._cache, event.order_id, delay_seconds=self._delay
             )
-        except Exception:
-            logger.exception("in-process order processing failed; the relay will retry")
-            return False
+        except Exception as error:
+            if isinstance(error, UNAVAILABLE_ERRORS) or not await self._destination_healthy():
+                logger.warning(
+                    "in-process processing cannot reach the database or cache; deferred",
+                    extra={"event_id": str(record.id), "error": describe_error(error)},
+                )
+                return DEFERRED
+            logger.warning(
+                "in-process order processing failed",
+                extra={
+                    "event_id": str(record.id),
+                    "order_id": str(event.order_id),
+                    "error": describe_error(error),
+                },
+            )
+            return Delivery.failed(describe_error(error))
         logger.info("order processed in-process", extra=result.as_dict())
-        return True
+        return DELIVERED
+
+    async def _destination_healthy(self) -> bool:
+        try:
+            async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_SECONDS):
+                async with self._session_factory() as session:
+                    await session.execute(text("SELECT 1"))
+                return await self._cache.ping()
+        except Exception as error:
+            logger.debug("destination health check failed", extra={"error": repr(error)})
+            return False
 
     async def close(self) -> None:
         return None
