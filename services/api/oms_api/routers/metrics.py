@@ -33,8 +33,10 @@ async def read_outbox_backlog(session_factory: async_sessionmaker[AsyncSession])
     async with session_factory() as session:
         count, oldest = (
             await session.execute(
+                # Parked events are counted apart (oms_outbox_parked_events); the same filter
+                # as the relay's partial index keeps this an index scan.
                 select(func.count(), func.min(OutboxEvent.created_at)).where(
-                    OutboxEvent.sent_at.is_(None)
+                    OutboxEvent.sent_at.is_(None), OutboxEvent.dead_lettered_at.is_(None)
                 )
             )
         ).one()
