@@ -52,6 +52,15 @@ def signing_key_file(data_dir: Path) -> Path:
 class LiveApi:
     url: str
     env: dict[str, str]
+    pid: int
+    log: Path | None  # the process's stderr, when asked for
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (the supervisor when there are workers)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
 
 def postgres_env(database: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -78,7 +87,7 @@ def postgres_env(database: str, prefix: str, data_dir: Path, **extra: str) -> di
 
 
 @contextmanager
-def live_api(data_dir: Path, **extra: str) -> Iterator[LiveApi]:
+def live_api(data_dir: Path, *, log: Path | None = None, **extra: str) -> Iterator[LiveApi]:
     database = infra.unique_name("oms_live")
     asyncio.run(infra.create_database(database))
     port = free_port()
@@ -86,17 +95,21 @@ def live_api(data_dir: Path, **extra: str) -> Iterator[LiveApi]:
         database, f"test:{database}:", data_dir, HOST="127.0.0.1", PORT=str(port), **extra
     )
     process: subprocess.Popen[bytes] | None = None
+    stderr = None
     try:
         subprocess.run(
             [sys.executable, "-m", "oms.cli", "migrate"], env=env, check=True, capture_output=True
         )
-        process = subprocess.Popen([sys.executable, "-m", "oms_api.main"], env=env)
+        stderr = log.open("wb") if log is not None else None
+        process = subprocess.Popen([sys.executable, "-m", "oms_api.main"], env=env, stderr=stderr)
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(f"{url}/health", process)
-        yield LiveApi(url, env)
+        yield LiveApi(url, env, process.pid, log)
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=15)
+        if stderr is not None:
+            stderr.close()
         asyncio.run(infra.delete_redis_prefix(f"test:{database}:"))
         asyncio.run(infra.drop_database(database))
