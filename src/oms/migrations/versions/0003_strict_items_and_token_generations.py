@@ -102,14 +102,18 @@ def _batches(connection: sa.Connection) -> Iterator[list[tuple[Any, Any]]]:
         last = rows[-1][0]
 
 
+# Plain ALTER TABLE ADD/DROP COLUMN on every backend (SQLite has both since 3.35), never a batch
+# copy: on SQLite that drops and recreates `users`, and the foreign keys' ON DELETE CASCADE would
+# take every order with it.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("token_generation", sa.Integer(), server_default=sa.text("0"), nullable=False)
-        )
-        batch.add_column(sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("orders") as batch:
-        batch.add_column(sa.Column("legacy_items", JSON_DOCUMENT, nullable=True))
+    op.add_column(
+        "users",
+        sa.Column("token_generation", sa.Integer(), server_default=sa.text("0"), nullable=False),
+    )
+    op.add_column("users", sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("orders", sa.Column("legacy_items", JSON_DOCUMENT, nullable=True))
 
     connection = op.get_bind()
     for rows in _batches(connection):
@@ -130,8 +134,6 @@ def downgrade() -> None:
         .where(orders.c.legacy_items.is_not(None))
         .values(items=orders.c.legacy_items)
     )
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("legacy_items")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("disabled_at")
-        batch.drop_column("token_generation")
+    op.drop_column("orders", "legacy_items")
+    op.drop_column("users", "disabled_at")
+    op.drop_column("users", "token_generation")
