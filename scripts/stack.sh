@@ -35,6 +35,13 @@ if command -v psql >/dev/null; then
 fi
 "${RUN[@]}" oms migrate
 
+# Outside the embedded mode the API never makes up a signing key: give the stack one of its own.
+if [ -z "${JWT_PRIVATE_KEY:-}" ] && [ -z "${JWT_PRIVATE_KEY_PATH:-}" ]; then
+  JWT_PRIVATE_KEY_PATH=data/stack/jwt/private.pem
+  [ -f "$JWT_PRIVATE_KEY_PATH" ] || "${RUN[@]}" oms generate-keys --out "$JWT_PRIVATE_KEY_PATH"
+  export JWT_PRIVATE_KEY_PATH
+fi
+
 pids=()
 stop() {
   trap - INT TERM
