@@ -443,6 +443,30 @@ async def test_limited_routes_carry_rate_limit_headers_on_every_answer(
     assert unauthenticated.headers["x-ratelimit-limit"]
 
 
+async def test_bodies_refused_before_the_route_ran_are_counted_too(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = await make_settings(RATE_LIMIT_CREATE_ORDER="2/minute")
+    async with serving(settings) as client:
+        account = await register(client, "counted@example.com")
+        answers = []
+
+        async def streamed() -> AsyncIterator[bytes]:
+            # Without a Content-Length: refused inside the route, once past the limit. (A
+            # declared length over it is refused before routing, with no route to count.)
+            yield b'{"items": [' + b" " * 70_000 + b"]}"
+
+        for body in (b"{not json", streamed(), b"[[["):
+            answer = await client.post(
+                "/orders/",
+                content=body,
+                headers={**account.headers, "content-type": "application/json"},
+            )
+            answers.append(answer)
+            assert answer.headers["x-ratelimit-limit"] == "2"
+        assert [answer.status_code for answer in answers] == [422, 413, 429]
+
+
 async def test_a_refused_cors_preflight_is_a_problem(make_settings: SettingsFactory) -> None:
     settings = await make_settings(CORS_ORIGINS="https://shop.example")
     async with serving(settings) as client:

@@ -42,7 +42,7 @@ def exchange(api: LiveApi, request: bytes, *, read_timeout: float = 10) -> bytes
     return b"".join(chunks)
 
 
-def status_and_body(answer: bytes) -> tuple[int, dict[str, object], bytes]:
+def status_and_body(answer: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oms.orders.service import OrderService
 from oms.security.tokens import InvalidTokenError, TokenClaims
+from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError
 from oms_api.ratelimit import RateLimiter, client_ip
 from oms_api.state import AppState
@@ -113,25 +114,53 @@ def user_or_ip_key(request: Request, limiter: RateLimiter) -> str:
     return ip_key(request, limiter)
 
 
+@dataclass(frozen=True, slots=True)
+class RouteLimit:
+    scope: str  # the RateLimitPolicy entry
+    per_user: bool
+
+    async def count(self, request: Request) -> None:
+        limiter: RateLimiter = request.app.state.oms.rate_limiter
+        if not limiter.enabled:
+            return
+        item: RateLimitItem = getattr(limiter.policy, self.scope)
+        key = user_or_ip_key(request, limiter) if self.per_user else ip_key(request, limiter)
+        await limiter.check(item, self.scope, key, request)
+
+
 def rate_limited(scope: str, *, per_user: bool) -> Callable[..., Awaitable[None]]:
     """A route dependency enforcing the RateLimitPolicy entry named `scope`: per user (when the
     bearer token is valid; per IP otherwise) on routes that require a user, else per IP."""
+    limit = RouteLimit(scope, per_user)
 
     async def per_ip(request: Request) -> None:
-        limiter: RateLimiter = request.app.state.oms.rate_limiter
-        if limiter.enabled:
-            item: RateLimitItem = getattr(limiter.policy, scope)
-            await limiter.check(item, scope, ip_key(request, limiter), request)
+        await limit.count(request)
 
     async def per_user_or_ip(
         request: Request, _bearer: Annotated[BearerResult, Depends(resolve_optional_claims)]
     ) -> None:
-        limiter: RateLimiter = request.app.state.oms.rate_limiter
-        if limiter.enabled:
-            item: RateLimitItem = getattr(limiter.policy, scope)
-            await limiter.check(item, scope, user_or_ip_key(request, limiter), request)
+        await limit.count(request)
 
-    return per_user_or_ip if per_user else per_ip
+    dependency = per_user_or_ip if per_user else per_ip
+    dependency.route_limit = limit  # type: ignore[union-attr]
+    return dependency
+
+
+async def count_unchecked_request(request: Request) -> None:
+    """Count a request that a limited route refused before its dependencies ran (a body that
+    is not JSON, or too large), so that it too is limited and answers with the limit headers."""
+    if hasattr(request.state, RATE_LIMIT_HEADERS_KEY):
+        return
+    route = request.scope.get("route")
+    for depends in getattr(route, "dependencies", ()):
+        limit = getattr(depends.dependency, "route_limit", None)
+        if isinstance(limit, RouteLimit):
+            if limit.per_user:
+                state: AppState = request.app.state.oms
+                token = await oauth2_scheme(request)
+                await resolve_optional_claims(request, state, token)
+            await limit.count(request)
+            return
 
 
 async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:

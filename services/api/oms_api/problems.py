@@ -107,6 +107,17 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     return fields
 
 
+async def _count_unchecked(request: Request) -> Response | None:
+    """Rate-limit a request refused before the route's dependencies ran; the 429 when over."""
+    from oms_api.deps import count_unchecked_request  # deps builds on this module
+
+    try:
+        await count_unchecked_request(request)
+    except ProblemError as problem:
+        return await _on_problem(request, problem)
+    return None
+
+
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
     return problem_response(
@@ -122,6 +133,9 @@ async def _on_problem(request: Request, exc: Exception) -> Response:
 
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    limited = await _count_unchecked(request)
+    if limited is not None:
+        return limited
     errors = _field_errors(exc)
     fields = ", ".join(".".join(e["loc"][1:] or e["loc"]) for e in errors) or "request"
     return problem_response(request, 422, f"Invalid input: {fields}", errors=errors)
@@ -129,6 +143,10 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
 
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 413:
+        limited = await _count_unchecked(request)
+        if limited is not None:
+            return limited
     detail = (
         exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, ("", ""))[1]
     )
