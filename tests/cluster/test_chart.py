@@ -116,13 +116,18 @@ def test_helm_install_upgrade_uninstall(
     assert consumer["metadata"]["generation"] > before["metadata"]["generation"]
     config = kube.json("-n", namespace, "get", "configmap", "oms")
     assert config["data"]["LOG_LEVEL"] == "DEBUG"
-    # The Deployment controller rolled out a new ReplicaSet for the new template.
-    selector = "app.kubernetes.io/component=consumer"
-    wait_until(
-        lambda: len(kube.json("-n", namespace, "get", "rs", "-l", selector)["items"]) >= 2,
-        timeout=30,
-    )
-    wait_until(lambda: all_pods_created(kube, namespace), timeout=60)
+    # The Deployment controller rolls out a new ReplicaSet for the new template, whose pods pass
+    # admission too (the rollout itself stalls: without a kubelet no pod ever becomes ready).
+    def new_pods() -> int:
+        selector = "app.kubernetes.io/component=consumer"
+        sets = kube.json("-n", namespace, "get", "rs", "-l", selector)["items"]
+        return sum(
+            int(rs["status"].get("replicas") or 0)
+            for rs in sets
+            if rs["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        )
+
+    wait_until(new_pods, timeout=30)
     no_failed_creates(kube, namespace)
 
     kube.helm("uninstall", RELEASE, "-n", namespace, "--no-hooks")
