@@ -552,7 +552,8 @@ def restart(component: str) -> None:
     state = load_state()
     if state is None:
         raise SystemExit("cluster: not running")
-    stop_pid(state["pids"].get(component), str(binary(component)))
+    # The API server stops listening at once but can linger afterwards: do not wait long.
+    stop_pid(state["pids"].get(component), str(binary(component)), timeout=5.0)
     start_component(component, state)
     log(f"{component} restarted")
 

@@ -93,6 +93,8 @@ class Release:
     namespace: str
     amqp_url: str
     operator: OperatorProcess
+    workdir: Path
+    metrics_port: int
     name: str = "oms"
     worker: str = "oms-worker"
     key_secret: str = "oms-jwt-keys"
@@ -144,7 +146,9 @@ async def release(
     }
     operator = OperatorProcess(env, directory / "operator.log").start()
     try:
-        yield Release(kube, sa, namespace, url, operator)
+        yield Release(
+            kube, sa, namespace, url, operator, directory, int(env["OPERATOR_METRICS_PORT"])
+        )
     finally:
         operator.stop()
         kube.run("delete", "namespace", namespace, "--wait=false", check=False)

@@ -205,3 +205,32 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+
+def api_key_set(folder: Path, data: dict[str, bytes]) -> tuple[Any, Any]:
+    """The API's own key loader on the Secret's bytes, as the kubelet would mount them."""
+    from oms.security.keys import load_key_set
+    from oms.settings import Settings
+
+    folder.mkdir(parents=True)
+    for name, value in data.items():
+        (folder / name).write_bytes(value)
+    settings = Settings(
+        _env_file=None,
+        JWT_PRIVATE_KEY_PATH=folder / "private.pem",
+        JWT_JWKS_PATH=folder / "jwks.json",
+        JWT_AUTO_GENERATE_KEYS=False,
+    )
+    return settings, load_key_set(settings)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples

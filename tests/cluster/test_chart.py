@@ -116,6 +116,7 @@ def test_helm_install_upgrade_uninstall(
     assert consumer["metadata"]["generation"] > before["metadata"]["generation"]
     config = kube.json("-n", namespace, "get", "configmap", "oms")
     assert config["data"]["LOG_LEVEL"] == "DEBUG"
+
     # The Deployment controller rolls out a new ReplicaSet for the new template, whose pods pass
     # admission too (the rollout itself stalls: without a kubelet no pod ever becomes ready).
     def new_pods() -> int:

@@ -95,7 +95,7 @@ def test_every_documented_example_is_accepted(
 def unset(given: Any, stored: Any, path: str = "spec") -> list[str]:
     """Paths of `given` that `stored` does not hold with the same value (defaults may add)."""
     if isinstance(given, dict) and isinstance(stored, dict):
-        found = []
+        found: list[str] = []
         for key, value in given.items():
             found += unset(value, stored[key], f"{path}.{key}") if key in stored else [key]
         return found

@@ -10,8 +10,10 @@ from typing import Any
 
 import aio_pika
 
+from oms.db.models import UserRole
+from oms.security.tokens import issue_access_token, verify_access_token
 from tests.cluster.conftest import Release
-from tests.cluster.support import cluster_script, condition, wait_until
+from tests.cluster.support import api_key_set, cluster_script, condition, scrape, wait_until
 
 
 def key_state(release: Release) -> dict[str, Any] | None:
@@ -77,7 +79,11 @@ def test_creates_the_key_secret_owned_by_the_ordersystem(release: Release) -> No
     assert current["status"]["observedGeneration"] == current["metadata"]["generation"]
     assert condition(current, "KeysReady")["reason"] == "KeysProvisioned"  # type: ignore[index]
     wait_until(lambda: "KeyCreated" in event_reasons(release), timeout=30)
-    # The operator reads the key Secret by name only: the database Secret was never its business.
+    # The API's key loader takes the Secret as mounted; a token it signs verifies.
+    settings, keys = api_key_set(release.workdir / "created", state["data"])
+    assert keys.signing_kid == state["kid"]
+    token, _ = issue_access_token(settings, keys, 7, UserRole.USER)
+    assert verify_access_token(settings, keys, token).user_id == 7
     assert release.operator.running, release.operator.logs()
 
 
@@ -99,6 +105,11 @@ async def test_scales_the_worker_from_the_real_queue_depth(release: Release) -> 
         timeout=30,
     )
     assert "ScaledUp" in event_reasons(release)
+    samples = scrape(release.metrics_port)
+    labels = {"namespace": release.namespace, "ordersystem": release.name}
+    assert samples[("oms_operator_desired_replicas", tuple(sorted(labels.items())))] == 5
+    depth = {**labels, "queue": "order_tasks", "state": "ready"}
+    assert samples[("oms_operator_queue_depth", tuple(sorted(depth.items())))] == 100
 
     await publish(release.amqp_url, 100)  # 200 -> 10, clamped to maxReplicas 8
     wait_until(lambda: replicas(release) == 8, timeout=30)
@@ -148,6 +159,8 @@ def test_repairs_a_corrupted_key_secret(release: Release) -> None:
 
 def test_rotates_publishing_before_signing(release: Release) -> None:
     before = wait_until(lambda: key_state(release), timeout=30)
+    old_settings, old_keys = api_key_set(release.workdir / "before-rotation", before["data"])
+    old_token, _ = issue_access_token(old_settings, old_keys, 42, UserRole.ADMIN)
     # The key is younger than an hour; a keySize change starts a rotation at once.
     jwt: dict[str, Any] = {"rotationInterval": "1h", "propagationDelay": "5s", "keySize": 3072}
     patch = {"spec": {"jwt": jwt}}
@@ -178,6 +191,10 @@ def test_rotates_publishing_before_signing(release: Release) -> None:
     status = ordersystem(release)["status"]
     assert status["keyId"] == new_kid
     assert before["kid"] in status["publishedKeyIds"]
+    # A token signed before the rotation still verifies with the rotated Secret.
+    settings, keys = api_key_set(release.workdir / "after-rotation", observations[-1][1]["data"])
+    assert keys.signing_kid == new_kid
+    assert verify_access_token(settings, keys, old_token).user_id == 42
 
 
 def test_status_conditions_and_events_in_kubectl_describe(release: Release) -> None:
