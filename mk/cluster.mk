@@ -1,14 +1,14 @@
 # A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no kubelet)
 # built from source with Go, for tests/cluster and for trying the chart and the operator by hand.
 # Versions: deploy/controlplane/go.mod. Binaries: .tools/controlplane/, Go caches: .tools/go/.
-# See docs/kubernetes.md ("A real API server").
+# See docs/kubernetes.md ("A real API server on this machine"). Type-checked with the other
+# delivery scripts in deploy-check.
 
 CLUSTER := $(RUN) python scripts/cluster.py
 
 .PHONY: cluster-tools
 cluster-tools: install ## build etcd, kube-apiserver and kube-controller-manager once (cached in .tools/)
 	$(CLUSTER) build
-	MYPYPATH=scripts $(RUN) mypy scripts/cluster.py
 TEST_TOOLS += cluster-tools
 
 .PHONY: cluster
