@@ -326,7 +326,7 @@ def alive(pid: int | None, executable: str) -> bool:
     return status != "Z" and cmdline[0].decode(errors="replace") == executable
 
 
-def spawn(component: str, argv: list[str]) -> int:
+def spawn(component: str, argv: list[str]) -> subprocess.Popen[bytes]:
     logfile = (STATE_DIR / "logs" / f"{component}.log").open("ab")
     with logfile:
         process = subprocess.Popen(  # noqa: S603 (our own binaries, argv built here)
@@ -337,7 +337,7 @@ def spawn(component: str, argv: list[str]) -> int:
             start_new_session=True,
             cwd=STATE_DIR,
         )
-    return process.pid
+    return process
 
 
 def stop_pid(pid: int | None, executable: str, timeout: float = 20.0) -> None:
@@ -372,7 +372,7 @@ def get(url: str, context: ssl.SSLContext | None = None, timeout: float = 5.0) -
 
 
 def wait_for(
-    what: str, probe: Any, component: str, pid: int, executable: str, timeout: float
+    what: str, probe: Any, component: str, process: subprocess.Popen[bytes], timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
     last = ""
@@ -380,7 +380,8 @@ def wait_for(
         ok, last = probe()
         if ok:
             return
-        if not alive(pid, executable):
+        # Our own child: poll() is exact (its /proc cmdline is Python's until it has exec'd).
+        if process.poll() is not None:
             tail = (STATE_DIR / "logs" / f"{component}.log").read_text(errors="replace")[-3000:]
             raise SystemExit(f"cluster: {component} exited while waiting for {what}:\n{tail}")
         time.sleep(0.2)
@@ -449,9 +450,8 @@ def component_argv(component: str, state: dict[str, Any]) -> list[str]:
 
 
 def start_component(component: str, state: dict[str, Any], timeout: float = 120.0) -> None:
-    executable = str(binary(component))
-    pid = spawn(component, component_argv(component, state))
-    state["pids"][component] = pid
+    process = spawn(component, component_argv(component, state))
+    state["pids"][component] = process.pid
     save_state(state)
     pki = STATE_DIR / "pki"
     ports = state["ports"]
@@ -479,7 +479,7 @@ def start_component(component: str, state: dict[str, Any], timeout: float = 120.
             status, body = get(url, context)
             return status == 200, body
 
-    wait_for(f"{component} ({url})", probe, component, pid, executable, timeout)
+    wait_for(f"{component} ({url})", probe, component, process, timeout)
 
 
 def running(state: dict[str, Any] | None) -> bool:

@@ -216,14 +216,13 @@ async def test_survives_restarts_of_itself_and_of_the_api_server(release: Releas
     before = wait_until(lambda: key_state(release), timeout=30)
     assert release.operator.stop() == 0, release.operator.logs()[-3000:]
     release.operator.start()
-    # Keys are neither lost nor replaced.
-    time.sleep(3)
+    # It acts again: a backlog scales the workers (each pass reconciles the keys first) ...
+    await publish(release.amqp_url, 60)
+    wait_until(lambda: replicas(release) == 3, timeout=60)
+    # ... and the keys are neither lost nor replaced.
     after = wait_until(lambda: key_state(release), timeout=30)
     assert after["kid"] == before["kid"]
     assert set(before["published"]) <= set(after["published"])
-    # And it still acts: a backlog scales the workers again.
-    await publish(release.amqp_url, 60)
-    wait_until(lambda: replicas(release) == 3, timeout=60)
     # Restart the API server while it runs; its watch and polls recover.
     cluster_script("restart", "kube-apiserver")
     await publish(release.amqp_url, 40)
@@ -232,6 +231,18 @@ async def test_survives_restarts_of_itself_and_of_the_api_server(release: Releas
     final = wait_until(lambda: key_state(release), timeout=30)
     assert final["kid"] == before["kid"]
     await purge(release.amqp_url)
+
+
+def test_its_log_is_json_lines_of_reasonable_size(release: Release) -> None:
+    lines = release.operator.logs().splitlines()
+    assert len(lines) > 10
+    records = [json.loads(line) for line in lines]
+    assert {record["service"] for record in records} == {"operator"}
+    # Kopf's per-event records used to carry its whole OperatorSettings (kilobytes per line).
+    assert not [line for line in lines if "OperatorSettings(" in line]
+    handled = [r for r in records if r["msg"].startswith("Handler 'ordersystem_event'")]
+    assert handled
+    assert handled[0]["k8s_ref"]["name"] == release.name
 
 
 def test_deleting_the_ordersystem_lets_the_garbage_collector_remove_the_secret(
