@@ -4,7 +4,7 @@ kube-controller-manager built from source, on 127.0.0.1, no kubelet (pods stay P
     python scripts/cluster.py build      # compile the three binaries once (cached in .tools/)
     python scripts/cluster.py up         # certificates, etcd, apiserver, controller-manager
     python scripts/cluster.py status     # JSON: running?, kubeconfig, ports, pids
-    python scripts/cluster.py restart kube-apiserver
+    python scripts/cluster.py restart kube-apiserver   # or stop / start one component
     python scripts/cluster.py down       # stop the processes and delete the state
     python scripts/cluster.py prometheus-crds DIR   # ServiceMonitor/PrometheusRule CRDs
 
@@ -548,14 +548,28 @@ def up() -> dict[str, Any]:
     return status_document()
 
 
-def restart(component: str) -> None:
+def stop_component(component: str) -> None:
     state = load_state()
     if state is None:
         raise SystemExit("cluster: not running")
     # The API server stops listening at once but can linger afterwards: do not wait long.
     stop_pid(state["pids"].get(component), str(binary(component)), timeout=5.0)
+    log(f"{component} stopped")
+
+
+def start_again(component: str) -> None:
+    state = load_state()
+    if state is None:
+        raise SystemExit("cluster: not running")
+    if alive(state["pids"].get(component), str(binary(component))):
+        raise SystemExit(f"cluster: {component} runs already")
     start_component(component, state)
-    log(f"{component} restarted")
+    log(f"{component} started")
+
+
+def restart(component: str) -> None:
+    stop_component(component)
+    start_again(component)
 
 
 # --- prometheus-operator CRDs ---------------------------------------------------------------
@@ -600,8 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="start the control plane unless it runs")
     commands.add_parser("down", help="stop it and delete its state")
     commands.add_parser("status", help="print a JSON status")
-    restart_parser = commands.add_parser("restart", help="restart one component")
-    restart_parser.add_argument("component", choices=COMPONENTS)
+    for verb in ("restart", "stop", "start"):
+        verb_parser = commands.add_parser(verb, help=f"{verb} one component of a running cluster")
+        verb_parser.add_argument("component", choices=COMPONENTS)
     crds_parser = commands.add_parser("prometheus-crds", help="copy prometheus-operator CRDs")
     crds_parser.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
@@ -616,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(status_document(), indent=2))
     elif args.command == "restart":
         restart(args.component)
+    elif args.command == "stop":
+        stop_component(args.component)
+    elif args.command == "start":
+        start_again(args.component)
     else:
         for path in prometheus_crds(args.directory):
             print(path)

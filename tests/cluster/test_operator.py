@@ -4,16 +4,25 @@ one release (conftest `release`): keys, scaling, repair, rotation, restarts, del
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
 
 import aio_pika
+import httpx
 
 from oms.db.models import UserRole
 from oms.security.tokens import issue_access_token, verify_access_token
 from tests.cluster.conftest import Release
-from tests.cluster.support import api_key_set, cluster_script, condition, scrape, wait_until
+from tests.cluster.support import (
+    api_key_set,
+    cluster_script,
+    cluster_status,
+    condition,
+    scrape,
+    wait_until,
+)
 
 
 def key_state(release: Release) -> dict[str, Any] | None:
@@ -231,6 +240,45 @@ async def test_survives_restarts_of_itself_and_of_the_api_server(release: Releas
     final = wait_until(lambda: key_state(release), timeout=30)
     assert final["kid"] == before["kid"]
     await purge(release.amqp_url)
+
+
+def etcd(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """etcd's JSON gateway (the control plane's etcd speaks plain HTTP on 127.0.0.1)."""
+    port = cluster_status()["ports"]["etcd"]
+    answer = httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def test_a_watch_whose_history_was_compacted_away_is_relisted(release: Release) -> None:
+    """While the API server is down, etcd moves on and compacts: the operator's watch position
+    no longer exists (410 Gone), so it must list again to see later changes."""
+    seen = ordersystem(release)["metadata"]["resourceVersion"]
+    cluster_script("stop", "kube-apiserver")
+    for number in range(3):
+        key = base64.b64encode(f"/oms-tests/filler-{number}".encode()).decode()
+        revision = etcd("/v3/kv/put", {"key": key, "value": key})["header"]["revision"]
+    etcd("/v3/kv/compaction", {"revision": revision, "physical": True})
+    cluster_script("start", "kube-apiserver")
+    # The server indeed answers a watch from that position with "too old resource version".
+    path = f"/apis/oms.dev/v1alpha1/namespaces/{release.namespace}/ordersystems"
+    query = f"?watch=true&resourceVersion={seen}&timeoutSeconds=3"
+    expired = release.kube.run("get", "--raw", path + query, check=False)
+    assert '"code":410' in expired.stdout, expired
+    # A spec change made now still reaches the operator.
+    release.kube.run(
+        "-n", release.namespace, "patch", "ordersystem", release.name, "--type=merge",
+        "-p", json.dumps({"spec": {"workers": {"paused": True}}}),
+    )  # fmt: skip
+
+    def paused() -> bool:
+        scaling = condition(ordersystem(release), "ScalingActive")
+        return scaling is not None and scaling["reason"] == "Paused"
+
+    wait_until(paused, timeout=60)
+    assert ordersystem(release)["status"]["paused"] is True
+    assert release.operator.running, release.operator.logs()[-3000:]
 
 
 def test_its_log_is_json_lines_of_reasonable_size(release: Release) -> None:
