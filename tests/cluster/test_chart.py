@@ -86,7 +86,7 @@ def test_helm_install_upgrade_uninstall(
     kinds = {doc["kind"] for doc in installed}
     # The full scenario has every optional object, those of the prometheus-operator CRDs too.
     assert {"ServiceMonitor", "PrometheusRule", "OrderSystem", "Ingress", "NetworkPolicy"} <= kinds
-    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Role", "ClusterRole"} <= kinds
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Role", "RoleBinding"} <= kinds
     assert missing(kube, installed, namespace) == []
     # Without a kubelet pods stay Pending, but the ReplicaSets could create them all:
     # admission (Pod Security `restricted`, service accounts) accepted every pod template.

@@ -254,7 +254,11 @@ def test_operator_rbac_is_minimal() -> None:
     extra = render([FULL], sets=["operator.rbac.extraSecretNames={other-keys}"])
     names = [rule.get("resourceNames") for rule in one(extra, "Role", "oms-operator")["rules"]]
     assert ["oms-jwt-keys", "oms-amqp", "other-keys"] in names
-    (cluster_role,) = find(docs, "ClusterRole")
+    # Nothing cluster-wide by default (tests/cluster runs the operator without it) ...
+    assert not find(docs, "ClusterRole")
+    assert not find(docs, "ClusterRoleBinding")
+    # ... and at most read-only CRD discovery when asked for.
+    (cluster_role,) = find(render([FULL], sets=["operator.rbac.crdDiscovery=true"]), "ClusterRole")
     assert cluster_role["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
