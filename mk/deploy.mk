@@ -56,7 +56,7 @@ manifests: install deploy-tools chart-files ## render k8s/ from the chart (plain
 	$(RUN) python scripts/render-manifests.py
 
 DEPLOY_SCRIPTS := scripts/deploylib.py scripts/check-chart.py scripts/render-manifests.py \
-	scripts/sync-chart-files.py scripts/check-tiltfile.py
+	scripts/sync-chart-files.py scripts/check-tiltfile.py scripts/cluster.py
 
 .PHONY: deploy-check
 deploy-check: install deploy-tools ## helm lint/template + kubernetes-validate, stale k8s/ and chart files, Tiltfile

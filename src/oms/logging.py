@@ -22,6 +22,10 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "color_message",  # uvicorn's ANSI-coloured duplicate of msg
+    # Kopf's per-object records carry its whole OperatorSettings and a posting flag (its own
+    # JSON formatter skips them too); `k8s_ref` stays: it names the object.
+    "settings",
+    "k8s_skip",
 }
 SECRET_FIELDS = frozenset(
     {"password", "token", "access_token", "authorization", "secret", "jwt", "private_key"}

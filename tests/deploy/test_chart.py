@@ -233,22 +233,32 @@ def test_ordersystem_matches_the_release_it_manages() -> None:
 def test_operator_rbac_is_minimal() -> None:
     docs = render([FULL])
     role = one(docs, "Role", "oms-operator")
-    granted = {
-        (group, resource): set(rule["verbs"])
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
-    # Exactly the calls oms_operator makes (docs/operator.md), nothing more.
+    granted: dict[tuple[str, str, tuple[str, ...]], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = (group, resource, tuple(rule.get("resourceNames") or ()))
+                granted.setdefault(key, set()).update(rule["verbs"])
+    # Exactly the calls oms_operator makes (docs/operator.md), nothing more; Secrets other than
+    # the key Secret and the RabbitMQ one (tests/cluster/test_rbac.py: on a real server) stay
+    # unreadable. The full scenario's RabbitMQ Secret is oms-amqp.
     assert granted == {
-        ("oms.dev", "ordersystems"): {"list", "watch", "patch"},
-        ("oms.dev", "ordersystems/status"): {"patch"},
-        ("", "secrets"): {"get", "create", "patch"},
-        ("apps", "deployments/scale"): {"get", "patch"},
-        ("", "events"): {"create"},
-        ("events.k8s.io", "events"): {"create"},
+        ("oms.dev", "ordersystems", ()): {"list", "watch", "patch"},
+        ("oms.dev", "ordersystems/status", ()): {"patch"},
+        ("", "secrets", ()): {"create"},
+        ("", "secrets", ("oms-jwt-keys", "oms-amqp")): {"get", "patch"},
+        ("apps", "deployments/scale", ()): {"get", "patch"},
+        ("", "events", ()): {"create"},
+        ("events.k8s.io", "events", ()): {"create"},
     }
-    (cluster_role,) = find(docs, "ClusterRole")
+    extra = render([FULL], sets=["operator.rbac.extraSecretNames={other-keys}"])
+    names = [rule.get("resourceNames") for rule in one(extra, "Role", "oms-operator")["rules"]]
+    assert ["oms-jwt-keys", "oms-amqp", "other-keys"] in names
+    # Nothing cluster-wide by default (tests/cluster runs the operator without it) ...
+    assert not find(docs, "ClusterRole")
+    assert not find(docs, "ClusterRoleBinding")
+    # ... and at most read-only CRD discovery when asked for.
+    (cluster_role,) = find(render([FULL], sets=["operator.rbac.crdDiscovery=true"]), "ClusterRole")
     assert cluster_role["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],

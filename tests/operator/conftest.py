@@ -140,14 +140,6 @@ async def publish(queue: str, count: int) -> None:
             )
 
 
-async def purge(queue: str) -> None:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        await declared.purge()
-
-
 def ordersystem_spec(queue: str, **workers: Any) -> dict[str, Any]:
     return {
         "jwt": {"secretName": "oms-jwt-keys"},

@@ -190,3 +190,20 @@ httpGet:
   port: {{ .port }}
 {{ toYaml .timing }}
 {{- end }}
+
+{{/*
+The Secrets the operator may read and patch (a YAML list): the JWT key Secret of this release's
+OrderSystem, the RabbitMQ Secret(s) it reads the URLs from, and operator.rbac.extraSecretNames
+(for OrderSystems created outside the chart).
+*/}}
+{{- define "oms.operatorSecretNames" -}}
+{{- $names := list (include "oms.jwtSecretName" .) .Values.rabbitmq.existingSecret }}
+{{- with .Values.orderSystem.managementUrlSecretRef.name }}
+{{- $names = append $names . }}
+{{- end }}
+{{- with (dig "jwt" "secretName" "" .Values.orderSystem.spec) }}
+{{- $names = append $names . }}
+{{- end }}
+{{- $names = concat $names .Values.operator.rbac.extraSecretNames }}
+{{- toYaml ($names | uniq) }}
+{{- end }}
