@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.backoff import exponential_delay
 from oms.cache import MemoryOrderCache
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory
@@ -34,7 +35,6 @@ from oms.pipeline.relay import (
     MAX_RETRY_DELAY_SECONDS,
     OutboxRelay,
     claim_statement,
-    retry_delay,
     should_park,
 )
 from oms.pipeline.sinks import InProcessDispatcher, RabbitPublisher, describe_error
@@ -120,7 +120,7 @@ def in_process_relay(
 
 # --- pure functions -------------------------------------------------------------------------
 def test_retry_delay_doubles_from_the_base_up_to_the_cap() -> None:
-    assert [retry_delay(attempts, base=1.0, cap=10.0) for attempts in range(7)] == [
+    assert [exponential_delay(attempts, base=1.0, cap=10.0) for attempts in range(7)] == [
         0.0,
         1.0,
         2.0,
@@ -129,8 +129,8 @@ def test_retry_delay_doubles_from_the_base_up_to_the_cap() -> None:
         10.0,
         10.0,
     ]
-    assert retry_delay(10_000, base=60.0) == MAX_RETRY_DELAY_SECONDS
-    assert retry_delay(3, base=2_000.0, cap=900.0) == 2_000.0  # a base above the cap wins
+    assert exponential_delay(10_000, 60.0, MAX_RETRY_DELAY_SECONDS) == MAX_RETRY_DELAY_SECONDS
+    assert exponential_delay(3, base=2_000.0, cap=900.0) == 2_000.0  # a base above the cap wins
 
 
 def test_parking_follows_the_celery_task_retry_count() -> None:

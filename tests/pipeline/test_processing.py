@@ -13,7 +13,7 @@ from oms.cache import MemoryOrderCache
 from oms.db.models import OrderStatus
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.processing import OrderMissingError, process_order, validate_order
-from oms.pipeline.resources import build_order_cache
+from oms.resources import build_order_cache
 from tests.conftest import SettingsFactory
 from tests.pipeline.support import create_orders_directly, order_rows
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from oms.db.session import create_engine, create_session_factory
 from oms.orders.service import OrderService
 from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.resources import build_order_cache
+from oms.resources import build_order_cache
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher

@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from oms.cache import MemoryOrderCache, OrderCache, RedisOrderCache
+from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.relay import OutboxRelay
+from oms.resources import build_access_book, build_order_cache, redis_client
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
 from oms.settings import Settings
-from oms.users.access import AccessBook, DatabaseAccessBook, RedisAccessBook
+from oms.users.access import AccessBook
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
@@ -49,17 +49,9 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
     engine = create_engine(settings)
     instrument_engine(engine)
     session_factory = create_session_factory(engine)
-    cache: OrderCache
-    access: AccessBook
-    if settings.REDIS_URL:
-        redis = Redis.from_url(settings.REDIS_URL)
-        cache = RedisOrderCache(redis, settings.ORDER_CACHE_TTL_SECONDS, settings.REDIS_KEY_PREFIX)
-        access = RedisAccessBook(
-            redis, session_factory, settings.USER_STATE_CACHE_SECONDS, settings.REDIS_KEY_PREFIX
-        )
-    else:
-        cache = MemoryOrderCache(settings.ORDER_CACHE_TTL_SECONDS)
-        access = DatabaseAccessBook(session_factory)
+    redis = redis_client(settings)
+    cache = build_order_cache(settings, redis)
+    access = build_access_book(settings, session_factory, redis)
     state = AppState(
         settings=settings,
         engine=engine,

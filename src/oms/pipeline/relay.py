@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,10 +37,10 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.backoff import exponential_delay
 from oms.cache import OrderCache
 from oms.db.models import LAST_ERROR_LENGTH, OutboxEvent
-from oms.db.session import create_engine, create_session_factory, session_scope
-from oms.logging import configure_logging
+from oms.db.session import session_scope
 from oms.pipeline.messages import OutboxRecord
 from oms.pipeline.metrics import (
     OUTBOX_EVENTS_FAILED,
@@ -51,7 +50,6 @@ from oms.pipeline.metrics import (
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
 )
-from oms.pipeline.resources import build_order_cache
 from oms.pipeline.sinks import (
     Delivery,
     DeliveryStatus,
@@ -60,8 +58,7 @@ from oms.pipeline.sinks import (
     RabbitPublisher,
     SinkUnavailableError,
 )
-from oms.settings import Settings, get_settings
-from oms.telemetry import configure_tracing
+from oms.settings import Settings
 
 logger = logging.getLogger("oms.pipeline.relay")
 
@@ -73,21 +70,6 @@ MAX_RETRY_DELAY_SECONDS = 900.0
 # Retry delays are shortened by up to this fraction, at random: rows that failed together
 # (say, during one bad deploy) do not all come back in the same instant.
 RETRY_JITTER = 0.1
-
-
-def backoff_delay(failures: int, cap: float) -> float:
-    """Exponential back-off after `failures` consecutive failures, capped."""
-    if failures <= 0:
-        return 0.0
-    return min(cap, INITIAL_BACKOFF_SECONDS * 2.0 ** min(failures - 1, 30))
-
-
-def retry_delay(attempts: int, base: float, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
-    """Wait before the next processing attempt of a row whose `attempts` attempts all failed:
-    base, 2 x base, 4 x base, ... capped at `cap` (or at `base`, should that be larger)."""
-    if attempts <= 0:
-        return 0.0
-    return min(max(cap, base), base * 2.0 ** min(attempts - 1, 30))
 
 
 def should_park(attempts: int, max_retries: int) -> bool:
@@ -229,16 +211,16 @@ class OutboxRelay:
                 await self._refresh_parked_gauge_when_due(force=outcome.parked > 0)
             except (SinkUnavailableError, SQLAlchemyError, OSError) as error:
                 self._record_failure(repr(error))
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             except Exception as error:
                 logger.exception("outbox relay iteration failed")
                 self._record_failure(repr(error))
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             if outcome.refused:
                 self._record_failure(f"{outcome.refused} events not confirmed")
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             # Processing failures of single records are not the relay's failures: those rows
             # wait for their own retry time and the next claim moves on to other rows.
@@ -322,7 +304,7 @@ class OutboxRelay:
                 },
             )
             return True
-        delay = retry_delay(row.attempts, self._retry_delay, self._max_retry_delay)
+        delay = exponential_delay(row.attempts, self._retry_delay, self._max_retry_delay)
         delay *= 1.0 - RETRY_JITTER * random.random()  # noqa: S311 - not security relevant
         row.next_attempt_at = now + timedelta(seconds=delay)
         due = time.monotonic() + delay
@@ -397,6 +379,12 @@ class OutboxRelay:
             extra={"error": error, "consecutive_failures": self.stats.consecutive_failures},
         )
 
+    def _backoff(self) -> float:
+        """The pause after the current run of failures (an outage, not a poison row)."""
+        return exponential_delay(
+            self.stats.consecutive_failures, INITIAL_BACKOFF_SECONDS, self._max_backoff
+        )
+
     async def _pause(self, seconds: float) -> None:
         """Back-off sleep that a stop request interrupts (a wake-up does not: we are failing).
 
@@ -408,39 +396,3 @@ class OutboxRelay:
     async def _wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
-
-
-async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
-    """A relay on its own (`python -m oms.pipeline.relay`), for deployments that do not run it
-    inside the API; wakes up on the poll interval only."""
-    engine = create_engine(settings)
-    cache = build_order_cache(settings)
-    relay = OutboxRelay.from_settings(
-        settings, create_session_factory(engine), cache, asyncio.Event()
-    )
-    relay.start()
-    try:
-        await stop.wait()
-    finally:
-        await relay.stop()
-        await cache.close()
-        await engine.dispose()
-
-
-def main() -> None:
-    settings = get_settings()
-    configure_logging("relay", settings.LOG_LEVEL)
-    configure_tracing("oms-relay")
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_relay(settings, stop)
-
-    asyncio.run(serve())
-
-
-if __name__ == "__main__":
-    main()
