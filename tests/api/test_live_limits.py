@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import LiveApi, free_port, live_api
+from tests.harness import free_port
+from tests.live import LiveApi, live_api
 
 MiB = 1024 * 1024
 

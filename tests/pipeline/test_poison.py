@@ -43,6 +43,7 @@ from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
+from tests.harness import free_port, settings_env
 from tests.pipeline.support import (
     RABBITMQCTL,
     VENV_BIN,
@@ -51,12 +52,10 @@ from tests.pipeline.support import (
     create_orders_directly,
     drain_queue,
     eventually,
-    free_port,
     order_rows,
     queue_depth,
     register_and_login,
     run_command,
-    settings_env,
     worker_process,
 )
 
@@ -473,7 +472,7 @@ async def test_a_task_failing_for_good_is_dead_lettered_and_replayable(
     try:
         assert (await relay.relay_once()).delivered == 2
         assert await consumer.start()
-        await worker.wait_healthy()
+        await worker.wait_ready()
 
         async def dead_lettered() -> int:
             return await queue_depth(settings.RABBITMQ_URL or "", DEAD_LETTER_QUEUE_NAME)

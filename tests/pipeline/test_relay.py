@@ -19,13 +19,13 @@ from oms.messaging.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
 from oms.pipeline.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
 from oms.pipeline.sinks import RabbitPublisher
 from tests.conftest import SettingsFactory
+from tests.harness import free_port
 from tests.pipeline.support import (
     api_client,
     create_orders,
     create_orders_directly,
     drain_queue,
     eventually,
-    free_port,
     register_and_login,
     unsent_outbox_count,
 )

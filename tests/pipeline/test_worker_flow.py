@@ -17,12 +17,12 @@ from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
+from tests.harness import free_port
 from tests.pipeline.support import (
     ORDER_BODY,
     api_client,
     create_orders,
     eventually,
-    free_port,
     order_rows,
     register_and_login,
     unsent_outbox_count,
@@ -85,7 +85,7 @@ async def test_orders_flow_through_consumer_and_worker(
             traced_id = await _create_traced_order(settings, user_id)
             app.state.oms.outbox_wakeup.set()
             order_ids.append(traced_id)
-            await worker.wait_healthy()
+            await worker.wait_ready()
 
             async def all_processed() -> bool:
                 rows = await order_rows(settings)
