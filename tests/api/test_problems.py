@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from oms.db.models import User
+from oms.db.models import OrderStatus, User
+from oms.orders.service import (
+    AccessDeniedError,
+    AccountDeletedError,
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+    OrderNotFoundError,
+    TransitionRejectedError,
+    UserNotFoundError,
+)
+from oms.users.repository import EmailAlreadyRegisteredError
+from oms_api.problems import DOMAIN_PROBLEMS, TYPE_PREFIX, ProblemType, status_defaults
 from tests.api.test_orders import GOOD_ORDER
 from tests.conftest import Account
 
@@ -128,3 +142,62 @@ async def test_openapi_documents_every_route_and_problem_codes(client: httpx.Asy
     assert "Problem" in schema["components"]["schemas"]
     docs = await client.get("/docs")
     assert docs.status_code == 200
+
+
+def _readme_problem_types() -> set[str]:
+    """The types the README's "Errors" table lists (a row may name several)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Errors", 1)[1].split("\n### ", 1)[0]
+    types: set[str] = set()
+    for line in table.splitlines():
+        if not line.startswith("| `urn:oms:problem:"):
+            continue
+        first_cell = line.split("|")[1]
+        types.update(
+            name.removeprefix(TYPE_PREFIX) for name in re.findall(r"`([^`]+)`", first_cell)
+        )
+    return types
+
+
+def test_problem_types_are_exactly_the_readme_errors_table() -> None:
+    documented = _readme_problem_types()
+    assert len(documented) >= 15  # the table was found and read
+    assert {kind.value for kind in ProblemType} == documented
+
+
+def test_every_domain_error_answers_with_a_documented_problem() -> None:
+    rejected = TransitionRejectedError(OrderStatus.CANCELED, OrderStatus.SHIPPED, [], illegal=True)
+    samples = {
+        OrderNotFoundError: OrderNotFoundError("o-1"),
+        UserNotFoundError: UserNotFoundError(7),
+        AccountDeletedError: AccountDeletedError(7),
+        AccessDeniedError: AccessDeniedError(7),
+        IdempotencyKeyReusedError: IdempotencyKeyReusedError("k"),
+        InvalidCursorError: InvalidCursorError("bad cursor"),
+        TransitionRejectedError: rejected,
+        EmailAlreadyRegisteredError: EmailAlreadyRegisteredError("a@example.com"),
+    }
+    assert set(samples) == set(DOMAIN_PROBLEMS)
+    statuses = {
+        error_type: DOMAIN_PROBLEMS[error_type](error).status
+        for error_type, error in samples.items()
+    }
+    assert statuses == {
+        OrderNotFoundError: 404,
+        UserNotFoundError: 404,
+        AccountDeletedError: 401,
+        AccessDeniedError: 403,
+        IdempotencyKeyReusedError: 422,
+        InvalidCursorError: 422,
+        TransitionRejectedError: 409,
+        EmailAlreadyRegisteredError: 409,
+    }
+    assert DOMAIN_PROBLEMS[OrderNotFoundError](samples[OrderNotFoundError]).detail == (
+        "Order o-1 does not exist."
+    )
+
+
+def test_a_status_without_a_type_of_its_own_is_a_client_or_server_error() -> None:
+    assert status_defaults(415) == (ProblemType.BAD_REQUEST, "Unsupported Media Type")
+    assert status_defaults(503) == (ProblemType.INTERNAL_ERROR, "Service Unavailable")
+    assert status_defaults(404) == (ProblemType.NOT_FOUND, "Not found")

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oms.orders.service import OrderService
 from oms.security.tokens import InvalidTokenError, TokenClaims
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
-from oms_api.problems import ProblemError
+from oms_api.problems import ProblemError, ProblemType
 from oms_api.ratelimit import RateLimiter, client_ip
 from oms_api.state import AppState
 
@@ -93,7 +93,7 @@ async def require_claims(
     raise ProblemError(
         401,
         "The bearer token is invalid or expired; request a new one at /token.",
-        kind="invalid-token",
+        kind=ProblemType.INVALID_TOKEN,
         title="Invalid token",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
