@@ -11,15 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import delete
 
 from oms.db.models import OrderStatus, User
-from oms.orders.service import (
-    AccessDeniedError,
-    AccountDeletedError,
-    IdempotencyKeyReusedError,
-    InvalidCursorError,
-    OrderNotFoundError,
-    TransitionRejectedError,
-    UserNotFoundError,
-)
+from oms.orders import service
 from oms.users.repository import EmailAlreadyRegisteredError
 from oms_api.problems import DOMAIN_PROBLEMS, TYPE_PREFIX, ProblemType, status_defaults
 from tests.api.test_orders import GOOD_ORDER
@@ -166,35 +158,25 @@ def test_problem_types_are_exactly_the_readme_errors_table() -> None:
 
 
 def test_every_domain_error_answers_with_a_documented_problem() -> None:
-    rejected = TransitionRejectedError(OrderStatus.CANCELED, OrderStatus.SHIPPED, [], illegal=True)
-    samples = {
-        OrderNotFoundError: OrderNotFoundError("o-1"),
-        UserNotFoundError: UserNotFoundError(7),
-        AccountDeletedError: AccountDeletedError(7),
-        AccessDeniedError: AccessDeniedError(7),
-        IdempotencyKeyReusedError: IdempotencyKeyReusedError("k"),
-        InvalidCursorError: InvalidCursorError("bad cursor"),
-        TransitionRejectedError: rejected,
-        EmailAlreadyRegisteredError: EmailAlreadyRegisteredError("a@example.com"),
-    }
-    assert set(samples) == set(DOMAIN_PROBLEMS)
-    statuses = {
-        error_type: DOMAIN_PROBLEMS[error_type](error).status
-        for error_type, error in samples.items()
-    }
-    assert statuses == {
-        OrderNotFoundError: 404,
-        UserNotFoundError: 404,
-        AccountDeletedError: 401,
-        AccessDeniedError: 403,
-        IdempotencyKeyReusedError: 422,
-        InvalidCursorError: 422,
-        TransitionRejectedError: 409,
-        EmailAlreadyRegisteredError: 409,
-    }
-    assert DOMAIN_PROBLEMS[OrderNotFoundError](samples[OrderNotFoundError]).detail == (
-        "Order o-1 does not exist."
-    )
+    canceled, shipped = OrderStatus.CANCELED, OrderStatus.SHIPPED
+    expected_status = [
+        (service.OrderNotFoundError("o-1"), 404),
+        (service.UserNotFoundError(7), 404),
+        (service.AccountDeletedError(7), 401),
+        (service.AccessDeniedError(7), 403),
+        (service.IdempotencyKeyReusedError("k"), 422),
+        (service.InvalidCursorError("bad cursor"), 422),
+        (service.TransitionRejectedError(canceled, shipped, [], illegal=True), 409),
+        (service.TransitionRejectedError(canceled, shipped, [], illegal=False), 403),
+        (EmailAlreadyRegisteredError("a@example.com"), 409),
+    ]
+    assert {type(error) for error, _ in expected_status} == set(DOMAIN_PROBLEMS)
+    for error, status in expected_status:
+        problem = DOMAIN_PROBLEMS[type(error)](error)
+        assert (type(error).__name__, problem.status) == (type(error).__name__, status)
+        assert problem.kind in ProblemType
+    order_missing = service.OrderNotFoundError("o-1")
+    assert DOMAIN_PROBLEMS[type(order_missing)](order_missing).detail == "Order o-1 does not exist."
 
 
 def test_a_status_without_a_type_of_its_own_is_a_client_or_server_error() -> None:

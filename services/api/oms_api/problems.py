@@ -203,24 +203,22 @@ def _email_taken(_error: Exception) -> ProblemError:
 def _transition_rejected(error: Exception) -> ProblemError:
     assert isinstance(error, TransitionRejectedError)
     current, target = error.current.value, error.target.value
-    context: dict[str, Any] = {
-        "current_status": current,
-        "allowed_transitions": [allowed.value for allowed in error.allowed],
-    }
     if error.illegal:
-        return ProblemError(
-            409,
-            f"An order in status {current} cannot become {target}.",
-            kind=ProblemType.ILLEGAL_TRANSITION,
-            title="Illegal status transition",
-            **context,
+        status, kind, title = 409, ProblemType.ILLEGAL_TRANSITION, "Illegal status transition"
+        detail = f"An order in status {current} cannot become {target}."
+    else:
+        status, kind, title = 403, ProblemType.TRANSITION_FORBIDDEN, "Transition not permitted"
+        detail = (
+            f"Only an admin may change an order from {current} to {target}; an owner may only "
+            "cancel."
         )
     return ProblemError(
-        403,
-        f"Only an admin may change an order from {current} to {target}; an owner may only cancel.",
-        kind=ProblemType.TRANSITION_FORBIDDEN,
-        title="Transition not permitted",
-        **context,
+        status,
+        detail,
+        kind=kind,
+        title=title,
+        current_status=current,
+        allowed_transitions=[allowed.value for allowed in error.allowed],
     )
 
 
