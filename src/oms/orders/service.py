@@ -46,7 +46,9 @@ class IdempotencyKeyReusedError(Exception):
     """The key was already used by this user for a different request body."""
 
 
-@dataclass(frozen=True)
+# Not frozen: an exception's __traceback__ and __context__ are assigned as it propagates (through
+# FastAPI's exit stacks to the problem handlers), which a frozen dataclass refuses.
+@dataclass(eq=False)
 class TransitionRejectedError(Exception):
     current: OrderStatus
     target: OrderStatus
