@@ -30,6 +30,7 @@ from oms.messaging.contracts import (
     OrderCreatedEvent,
 )
 from oms.pipeline.celery_config import create_celery_app
+from oms.pipeline.destinations import InProcessDestination, RabbitPublisher, describe_error
 from oms.pipeline.dlq import list_dead_letters, list_parked, replay_dead_letters, replay_parked
 from oms.pipeline.relay import (
     MAX_RETRY_DELAY_SECONDS,
@@ -37,7 +38,6 @@ from oms.pipeline.relay import (
     claim_statement,
     should_park,
 )
-from oms.pipeline.sinks import InProcessDispatcher, RabbitPublisher, describe_error
 from oms.pipeline.topology import declare_topology
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
@@ -106,11 +106,11 @@ def in_process_relay(
     *,
     max_retries: int = 3,
     retry_delay_seconds: float = 0.2,
-    dispatcher_factory: async_sessionmaker[AsyncSession] | None = None,
+    processing_factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> OutboxRelay:
     return OutboxRelay(
         factory,
-        InProcessDispatcher(dispatcher_factory or factory, MemoryOrderCache(60)),
+        InProcessDestination(processing_factory or factory, MemoryOrderCache(60)),
         asyncio.Event(),
         max_retries=max_retries,
         retry_delay_seconds=retry_delay_seconds,
@@ -254,7 +254,7 @@ async def test_an_unreachable_database_defers_the_batch_without_counting_attempt
     engine, broken_engine = create_engine(settings), create_engine(broken)
     factory = create_session_factory(engine)
     relay = in_process_relay(
-        factory, max_retries=0, dispatcher_factory=create_session_factory(broken_engine)
+        factory, max_retries=0, processing_factory=create_session_factory(broken_engine)
     )
     try:
         for _ in range(3):

@@ -16,8 +16,8 @@ from oms.backoff import exponential_delay
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory
 from oms.messaging.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
+from oms.pipeline.destinations import RabbitPublisher
 from oms.pipeline.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
-from oms.pipeline.sinks import RabbitPublisher
 from tests.conftest import SettingsFactory
 from tests.harness import free_port
 from tests.pipeline.support import (

@@ -166,7 +166,7 @@ async def count_unchecked_request(request: Request) -> None:
 async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
     return OrderService(
         session,
-        state.counted_cache,
+        state.cache,
         idempotency_ttl=timedelta(hours=state.settings.IDEMPOTENCY_KEY_TTL_HOURS),
         on_outbox_write=state.outbox_wakeup.set,
     )

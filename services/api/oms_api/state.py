@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.relay import OutboxRelay
 from oms.resources import build_access_book, build_order_cache, redis_client
@@ -30,10 +29,10 @@ class AppState:
     session_factory: async_sessionmaker[AsyncSession]
     keys: KeyStore
     tokens: TokenVerifier
-    cache: OrderCache
+    # The order cache as request handlers use it: counted, and tolerant of cache outages
+    # (`cache.inner` is the store itself, as the pipeline writes it).
+    cache: ObservedOrderCache
     rate_limiter: RateLimiter
-    # What request handlers use: the same cache, counted, and tolerant of cache outages.
-    counted_cache: OrderCache
     # Whether a user's tokens still count (revocation; oms.users.access).
     access: AccessBook
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
@@ -58,9 +57,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         session_factory=session_factory,
         keys=KeyStore(settings),
         tokens=TokenVerifier(settings),
-        cache=cache,
+        cache=ObservedOrderCache(cache),
         rate_limiter=RateLimiter(settings),
-        counted_cache=ObservedOrderCache(cache),
         access=access,
     )
     if settings.RUN_OUTBOX_RELAY:

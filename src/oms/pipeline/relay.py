@@ -7,11 +7,11 @@ destination confirmed, in the same transaction that holds the claim. A crash bet
 commit re-sends those rows later: delivery is at-least-once and processing is idempotent.
 
 While the destination is down the relay backs off exponentially (capped) and rows simply wait:
-an outage (SinkUnavailableError, messages the broker did not confirm, the database or cache
+an outage (DestinationUnavailableError, messages the broker did not confirm, the database or cache
 unreachable) never counts as an attempt, so nothing accepted is ever parked or lost because a
 broker or database died.
 
-Poison isolation (embedded mode; see `oms.pipeline.sinks` for how failures are told apart):
+Poison isolation (embedded mode; see `oms.pipeline.destinations` for how failures are told apart):
 when processing *one record* fails, that row alone counts an attempt and is not claimed again
 before `next_attempt_at` (exponential back-off from ORDER_TASK_RETRY_DELAY_SECONDS, capped at
 MAX_RETRY_DELAY_SECONDS, a little jitter). After ORDER_TASK_MAX_RETRIES retries (the Celery
@@ -41,6 +41,14 @@ from oms.backoff import exponential_delay
 from oms.cache import OrderCache
 from oms.db.models import LAST_ERROR_LENGTH, OutboxEvent
 from oms.db.session import session_scope
+from oms.pipeline.destinations import (
+    Delivery,
+    DeliveryStatus,
+    DestinationUnavailableError,
+    InProcessDestination,
+    OutboxDestination,
+    RabbitPublisher,
+)
 from oms.pipeline.messages import OutboxRecord
 from oms.pipeline.metrics import (
     OUTBOX_EVENTS_FAILED,
@@ -49,14 +57,6 @@ from oms.pipeline.metrics import (
     OUTBOX_PARKED,
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
-)
-from oms.pipeline.sinks import (
-    Delivery,
-    DeliveryStatus,
-    EventSink,
-    InProcessDispatcher,
-    RabbitPublisher,
-    SinkUnavailableError,
 )
 from oms.settings import Settings
 
@@ -129,7 +129,7 @@ class OutboxRelay:
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
-        sink: EventSink,
+        destination: OutboxDestination,
         wakeup: asyncio.Event,
         *,
         batch_size: int = 100,
@@ -141,7 +141,7 @@ class OutboxRelay:
         max_retry_delay_seconds: float = MAX_RETRY_DELAY_SECONDS,
     ) -> None:
         self._session_factory = session_factory
-        self._sink = sink
+        self._destination = destination
         self._wakeup = wakeup
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -166,16 +166,18 @@ class OutboxRelay:
         cache: OrderCache,
         wakeup: asyncio.Event,
     ) -> OutboxRelay:
-        sink: EventSink
+        destination: OutboxDestination
         if settings.RABBITMQ_URL:
-            sink = RabbitPublisher(settings.RABBITMQ_URL, settings.OUTBOX_PUBLISH_TIMEOUT_SECONDS)
+            destination = RabbitPublisher(
+                settings.RABBITMQ_URL, settings.OUTBOX_PUBLISH_TIMEOUT_SECONDS
+            )
         else:
-            sink = InProcessDispatcher(
+            destination = InProcessDestination(
                 session_factory, cache, settings.ORDER_PROCESSING_DELAY_SECONDS
             )
         return cls(
             session_factory,
-            sink,
+            destination,
             wakeup,
             batch_size=settings.OUTBOX_BATCH_SIZE,
             poll_seconds=settings.OUTBOX_POLL_SECONDS,
@@ -200,7 +202,7 @@ class OutboxRelay:
             except TimeoutError:
                 logger.warning("outbox relay did not stop in time; cancelled")
             self._task = None
-        await self._sink.close()
+        await self._destination.close()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -209,7 +211,7 @@ class OutboxRelay:
                 outcome = await self.relay_once()
                 await self._purge_when_due()
                 await self._refresh_parked_gauge_when_due(force=outcome.parked > 0)
-            except (SinkUnavailableError, SQLAlchemyError, OSError) as error:
+            except (DestinationUnavailableError, SQLAlchemyError, OSError) as error:
                 self._record_failure(repr(error))
                 await self._pause(self._backoff())
                 continue
@@ -231,7 +233,7 @@ class OutboxRelay:
     # --- one batch ----------------------------------------------------------------------------
     async def relay_once(self) -> BatchOutcome:
         """Connect if needed, then relay one batch: the loop's body without its waiting."""
-        await self._sink.connect()
+        await self._destination.connect()
         return await self.relay_batch()
 
     async def relay_batch(self) -> BatchOutcome:
@@ -252,7 +254,7 @@ class OutboxRelay:
             if not records:
                 return BatchOutcome(0, 0)
             started = time.perf_counter()
-            answers = await self._sink.deliver(records)
+            answers = await self._destination.deliver(records)
             OUTBOX_PUBLISH_SECONDS.observe(time.perf_counter() - started)
             if len(answers) != len(rows):
                 raise RuntimeError(f"{len(answers)} answers for {len(rows)} records")
