@@ -160,26 +160,19 @@ def _user_not_found(error: Exception) -> ProblemError:
     )
 
 
-def _account_deleted(_error: Exception) -> ProblemError:
-    return ProblemError(
-        401,
-        "The account behind this token no longer exists.",
-        kind=ProblemType.INVALID_TOKEN,
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
+def _always(
+    status: int,
+    detail: str,
+    kind: ProblemType | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Callable[[Exception], ProblemError]:
+    """The same problem whatever the error carries."""
 
+    def to_problem(_error: Exception) -> ProblemError:
+        return ProblemError(status, detail, kind=kind, title=title, headers=dict(headers or {}))
 
-def _access_denied(_error: Exception) -> ProblemError:
-    return ProblemError(403, "You may only list your own orders.")
-
-
-def _idempotency_key_reused(_error: Exception) -> ProblemError:
-    return ProblemError(
-        422,
-        "This Idempotency-Key was already used with a different request body.",
-        kind=ProblemType.IDEMPOTENCY_KEY_REUSED,
-        title="Idempotency key reused",
-    )
+    return to_problem
 
 
 def _invalid_cursor(error: Exception) -> ProblemError:
@@ -188,15 +181,6 @@ def _invalid_cursor(error: Exception) -> ProblemError:
         str(error),
         kind=ProblemType.VALIDATION_ERROR,
         errors=[{"loc": ["query", "cursor"], "msg": str(error), "type": "value_error"}],
-    )
-
-
-def _email_taken(_error: Exception) -> ProblemError:
-    return ProblemError(
-        409,
-        "An account with this email already exists.",
-        kind=ProblemType.EMAIL_TAKEN,
-        title="Email already registered",
     )
 
 
@@ -226,12 +210,27 @@ def _transition_rejected(error: Exception) -> ProblemError:
 DOMAIN_PROBLEMS: dict[type[Exception], Callable[[Exception], ProblemError]] = {
     OrderNotFoundError: _order_not_found,
     UserNotFoundError: _user_not_found,
-    AccountDeletedError: _account_deleted,
-    AccessDeniedError: _access_denied,
-    IdempotencyKeyReusedError: _idempotency_key_reused,
+    AccountDeletedError: _always(
+        401,
+        "The account behind this token no longer exists.",
+        ProblemType.INVALID_TOKEN,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    ),
+    AccessDeniedError: _always(403, "You may only list your own orders."),
+    IdempotencyKeyReusedError: _always(
+        422,
+        "This Idempotency-Key was already used with a different request body.",
+        ProblemType.IDEMPOTENCY_KEY_REUSED,
+        "Idempotency key reused",
+    ),
     InvalidCursorError: _invalid_cursor,
     TransitionRejectedError: _transition_rejected,
-    EmailAlreadyRegisteredError: _email_taken,
+    EmailAlreadyRegisteredError: _always(
+        409,
+        "An account with this email already exists.",
+        ProblemType.EMAIL_TAKEN,
+        "Email already registered",
+    ),
 }
 
 
