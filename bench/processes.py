@@ -7,18 +7,14 @@ them afterwards; the shared servers themselves are never restarted or reconfigur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
+from tests.harness import ServiceProcess
 
 from bench.harness import (
     command_name,
@@ -33,12 +29,6 @@ from bench.harness import (
 
 class BenchSetupError(RuntimeError):
     """Something the run needs did not come up; the message says what and where to look."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def run_command(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -85,51 +75,10 @@ def peak_rss_mb(root: int) -> float:
 
 # --- services ------------------------------------------------------------------------------
 @dataclass
-class Service:
-    """One process (and its children) in its own session, logging to `workdir/<name>.log`."""
+class Service(ServiceProcess):
+    """A service process (tests.harness) that also remembers its peak memory."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    workdir: Path
-    ready_url: str
-    process: subprocess.Popen[bytes] | None = None
     peak_rss: float = 0.0
-    log_path: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log_path = self.workdir / f"{self.name}.log"
-
-    def start(self) -> Service:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    async def wait_ready(self, within_seconds: float = 60.0) -> None:
-        deadline = time.monotonic() + within_seconds
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            while True:
-                if not self.running:
-                    raise BenchSetupError(f"{self.name} exited; see {self.log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.ready_url)).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise BenchSetupError(
-                        f"{self.name} not ready in {within_seconds}s; see {self.log_path}"
-                    )
-                await asyncio.sleep(0.2)
 
     def record_peak_rss(self) -> float:
         if self.running and self.process is not None:
@@ -137,19 +86,9 @@ class Service:
         return self.peak_rss
 
     async def stop(self, grace_seconds: float = 20.0) -> None:
-        """SIGTERM to the service's process group (graceful), SIGKILL if it overstays."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        self.record_peak_rss()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, grace_seconds)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.to_thread(process.wait, 5)
+        if self.running:
+            self.record_peak_rss()
+        await super().stop(grace_seconds)
 
 
 # --- borrowed infrastructure ---------------------------------------------------------------

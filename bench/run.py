@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.harness import ServiceNotReadyError, free_port, settings_environment
 
 from bench.harness import (
     PipelineRun,
@@ -57,7 +58,6 @@ from bench.processes import (
     CpuMeter,
     Infra,
     Service,
-    free_port,
     run_command,
 )
 from oms.db.models import UserRole
@@ -193,9 +193,6 @@ class Run:
     def service_env(self, **extra: object) -> dict[str, str]:
         """Production-like settings: uvloop/httptools (uvicorn picks them), INFO logs, real
         argon2 cost, relay in the API, rate limits on but raised out of the way."""
-        names = {name.upper() for name in Settings.model_fields}
-        env = {key: value for key, value in os.environ.items() if key.upper() not in names}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         values: dict[str, object] = {
             "POSTGRES_HOST": self.infra.pg_host,
             "POSTGRES_PORT": self.infra.pg_port,
@@ -228,8 +225,7 @@ class Run:
             },
             **extra,
         }
-        env.update({name: str(value) for name, value in values.items()})
-        return env
+        return settings_environment(values)
 
     def settings(self) -> Settings:
         return Settings(
@@ -698,8 +694,9 @@ async def bench(options: Options) -> dict[str, Any]:
             rounds, pipeline = await measure(run)
     finally:
         for service in run.services:
-            if service.log_path.exists():
-                shutil.copy(service.log_path, options.keep_logs / service.log_path.name)
+            for log_path in service.log_paths:
+                if log_path.exists():
+                    shutil.copy(log_path, options.keep_logs / log_path.name)
         shutil.rmtree(run.workdir, ignore_errors=True)
 
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -741,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         document = asyncio.run(bench(options))
-    except BenchSetupError as error:
+    except (BenchSetupError, ServiceNotReadyError) as error:
         print(f"bench failed: {error}", file=sys.stderr)
         return 1
     for line in figure_lines(document["figures"]):

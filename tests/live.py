@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +15,7 @@ import httpx
 
 from oms.security.keys import generate_private_key, private_key_to_pem
 from tests import infra
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.harness import free_port, settings_environment
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -64,26 +57,22 @@ class LiveApi:
 
 
 def postgres_env(database: str, prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("POSTGRES_", "REDIS_", "RABBITMQ_", "DATABASE_", "JWT_"))
-    }
-    env.update(
-        POSTGRES_HOST=infra.PG_HOST,
-        POSTGRES_PORT=str(infra.PG_PORT),
-        POSTGRES_USER=infra.PG_USER,
-        POSTGRES_DB=database,
-        REDIS_URL=f"{infra.REDIS_BASE}/0",
-        REDIS_URL_RATE_LIMIT=f"{infra.REDIS_BASE}/1",
-        REDIS_URL_CELERY=f"{infra.REDIS_BASE}/2",
-        REDIS_KEY_PREFIX=prefix,
-        DATA_DIR=str(data_dir),
-        JWT_PRIVATE_KEY_PATH=str(signing_key_file(data_dir)),
-        LOG_LEVEL="WARNING",
+    return settings_environment(
+        {
+            "POSTGRES_HOST": infra.PG_HOST,
+            "POSTGRES_PORT": infra.PG_PORT,
+            "POSTGRES_USER": infra.PG_USER,
+            "POSTGRES_DB": database,
+            "REDIS_URL": f"{infra.REDIS_BASE}/0",
+            "REDIS_URL_RATE_LIMIT": f"{infra.REDIS_BASE}/1",
+            "REDIS_URL_CELERY": f"{infra.REDIS_BASE}/2",
+            "REDIS_KEY_PREFIX": prefix,
+            "DATA_DIR": data_dir,
+            "JWT_PRIVATE_KEY_PATH": signing_key_file(data_dir),
+            "LOG_LEVEL": "WARNING",
+            **extra,
+        }
     )
-    env.update(extra)
-    return env
 
 
 @contextmanager

@@ -58,28 +58,14 @@ def _create_admin_cmd(args: argparse.Namespace) -> int:
 
 async def manage_user(settings: Settings, action: str, email: str) -> int:
     """`oms user ACTION EMAIL`: revoke tokens, disable, enable or delete an account."""
-    from redis.asyncio import Redis
-
-    from oms.pipeline.resources import build_order_cache
-    from oms.users.access import (
-        AccessBook,
-        DatabaseAccessBook,
-        RedisAccessBook,
-        change_access,
-        delete_user,
-    )
+    from oms.resources import build_access_book, build_order_cache, redis_client
+    from oms.users.access import change_access, delete_user
 
     engine = create_engine(settings)
     sessions = create_session_factory(engine)
-    cache = build_order_cache(settings)
-    redis = Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
-    book: AccessBook = (
-        RedisAccessBook(
-            redis, sessions, settings.USER_STATE_CACHE_SECONDS, settings.REDIS_KEY_PREFIX
-        )
-        if redis is not None
-        else DatabaseAccessBook(sessions)
-    )
+    redis = redis_client(settings)
+    cache = build_order_cache(settings, redis)  # closes the shared client
+    book = build_access_book(settings, sessions, redis)
     try:
         async with sessions() as session:
             user = await UserRepository(session).get_by_email(email)
@@ -96,8 +82,6 @@ async def manage_user(settings: Settings, action: str, email: str) -> int:
         print(f"user {user.id} <{user.email}>: {state}, earlier tokens revoked")
         return 0
     finally:
-        if redis is not None:
-            await redis.aclose()
         await cache.close()
         await engine.dispose()
 
@@ -164,9 +148,12 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _relay(_args: argparse.Namespace) -> int:
-    from oms.pipeline.relay import main as relay_main
+    """`oms relay` runs the `oms-relay` service entry point; the library does not import the
+    service (it is found through the installed console scripts)."""
+    from importlib.metadata import entry_points
 
-    relay_main()
+    (relay,) = entry_points(group="console_scripts", name="oms-relay")
+    relay.load()()
     return 0
 
 

@@ -169,7 +169,11 @@ class OrderOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     processed_at: datetime | None = Field(
-        default=None, description="When the pipeline processed the order; null until then."
+        default=None,
+        description=(
+            "When the order-processing pipeline saw the order (its creation event went through);"
+            " null until then. Not a verdict on the order, and set whatever its status."
+        ),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import LiveApi, free_port, live_api
+from tests.harness import free_port, settings_environment
+from tests.live import LiveApi, live_api
 
 MiB = 1024 * 1024
 
@@ -114,12 +114,7 @@ def test_refused_bodies_do_not_grow_the_servers_memory(api: LiveApi) -> None:
 
 
 def test_several_workers_need_shared_state(tmp_path: Path) -> None:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("REDIS_", "POSTGRES_", "DATABASE_"))
-    }
-    env.update(API_WORKERS="2", DATA_DIR=str(tmp_path), PORT=str(free_port()))
+    env = settings_environment({"API_WORKERS": 2, "DATA_DIR": tmp_path, "PORT": free_port()})
     result = subprocess.run(
         [sys.executable, "-m", "oms_api.main"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -129,9 +124,13 @@ def test_several_workers_need_shared_state(tmp_path: Path) -> None:
 
 
 def test_no_signing_key_outside_the_embedded_mode_refuses_to_start(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("JWT_")}
-    env.update(
-        POSTGRES_HOST="127.0.0.1", DATA_DIR=str(tmp_path), PORT=str(free_port()), LOG_LEVEL="ERROR"
+    env = settings_environment(
+        {
+            "POSTGRES_HOST": "127.0.0.1",
+            "DATA_DIR": tmp_path,
+            "PORT": free_port(),
+            "LOG_LEVEL": "ERROR",
+        }
     )
     result = subprocess.run(
         [sys.executable, "-m", "oms_api.main"], env=env, capture_output=True, text=True, timeout=60

@@ -40,7 +40,7 @@ async def raw_cache_entry(app: FastAPI, settings: Settings, order_id: str) -> di
         if not entry:
             return None
         return {"version": int(entry[b"v"]), "body": orjson.loads(entry[b"body"]), "ttl": ttl}
-    stored = app.state.oms.cache._entries.get(order_id)
+    stored = app.state.oms.cache.inner._entries.get(order_id)
     if stored is None:
         return None
     return {"version": stored[1], "body": orjson.loads(stored[2]), "ttl": 300}
@@ -288,7 +288,7 @@ async def test_stale_cache_fill_never_overwrites_a_newer_version(
     )
     # A reader that loaded version 1 before the PATCH tries to fill the cache late.
     stale = orjson.dumps({**order, "status": "PENDING"})
-    assert await app.state.oms.cache.put(order["id"], 1, stale) is False
+    assert await app.state.oms.cache.inner.put(order["id"], 1, stale) is False
     fetched = await client.get(f"/orders/{order['id']}/", headers=alice.headers)
     assert fetched.json()["status"] == "CANCELED"
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from oms.db.models import User
+from oms.db.models import OrderStatus, User
+from oms.orders import service
+from oms.users.repository import EmailAlreadyRegisteredError
+from oms_api.problems import DOMAIN_PROBLEMS, TYPE_PREFIX, ProblemType, status_defaults
 from tests.api.test_orders import GOOD_ORDER
 from tests.conftest import Account
 
@@ -128,3 +134,52 @@ async def test_openapi_documents_every_route_and_problem_codes(client: httpx.Asy
     assert "Problem" in schema["components"]["schemas"]
     docs = await client.get("/docs")
     assert docs.status_code == 200
+
+
+def _readme_problem_types() -> set[str]:
+    """The types the README's "Errors" table lists (a row may name several)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Errors", 1)[1].split("\n### ", 1)[0]
+    types: set[str] = set()
+    for line in table.splitlines():
+        if not line.startswith("| `urn:oms:problem:"):
+            continue
+        first_cell = line.split("|")[1]
+        types.update(
+            name.removeprefix(TYPE_PREFIX) for name in re.findall(r"`([^`]+)`", first_cell)
+        )
+    return types
+
+
+def test_problem_types_are_exactly_the_readme_errors_table() -> None:
+    documented = _readme_problem_types()
+    assert len(documented) >= 15  # the table was found and read
+    assert {kind.value for kind in ProblemType} == documented
+
+
+def test_every_domain_error_answers_with_a_documented_problem() -> None:
+    canceled, shipped = OrderStatus.CANCELED, OrderStatus.SHIPPED
+    expected_status = [
+        (service.OrderNotFoundError("o-1"), 404),
+        (service.UserNotFoundError(7), 404),
+        (service.AccountDeletedError(7), 401),
+        (service.AccessDeniedError(7), 403),
+        (service.IdempotencyKeyReusedError("k"), 422),
+        (service.InvalidCursorError("bad cursor"), 422),
+        (service.TransitionRejectedError(canceled, shipped, [], illegal=True), 409),
+        (service.TransitionRejectedError(canceled, shipped, [], illegal=False), 403),
+        (EmailAlreadyRegisteredError("a@example.com"), 409),
+    ]
+    assert {type(error) for error, _ in expected_status} == set(DOMAIN_PROBLEMS)
+    for error, status in expected_status:
+        problem = DOMAIN_PROBLEMS[type(error)](error)
+        assert (type(error).__name__, problem.status) == (type(error).__name__, status)
+        assert problem.kind in ProblemType
+    order_missing = service.OrderNotFoundError("o-1")
+    assert DOMAIN_PROBLEMS[type(order_missing)](order_missing).detail == "Order o-1 does not exist."
+
+
+def test_a_status_without_a_type_of_its_own_is_a_client_or_server_error() -> None:
+    assert status_defaults(415) == (ProblemType.BAD_REQUEST, "Unsupported Media Type")
+    assert status_defaults(503) == (ProblemType.INTERNAL_ERROR, "Service Unavailable")
+    assert status_defaults(404) == (ProblemType.NOT_FOUND, "Not found")

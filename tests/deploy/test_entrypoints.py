@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ import pytest
 
 from tests.deploy.chart import REPO
 from tests.deploy.dockerfile import Image, parse
+from tests.harness import free_port
 
 IMAGE_VENV = "/opt/venv"
 START_TIMEOUT = 60.0
@@ -88,12 +88,6 @@ def image_env(image: Image, installed: InstalledWheel, **overrides: str) -> dict
     env["HOME"] = str(installed.workdir)
     env.update(overrides)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

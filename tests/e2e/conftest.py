@@ -14,13 +14,8 @@ import pytest
 
 from oms.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.pipeline.support import (
-    ServiceProcess,
-    api_process,
-    consumer_process,
-    free_port,
-    worker_process,
-)
+from tests.harness import ServiceProcess, free_port
+from tests.pipeline.support import api_process, consumer_process, worker_process
 
 # Figures printed at the end of the run (orders, time to drain, faults survived).
 FIGURES: list[str] = []
@@ -57,7 +52,7 @@ class Stack:
     async def start(self) -> Stack:
         for service in self.services:
             service.start()
-        await asyncio.gather(*(service.wait_healthy() for service in self.services))
+        await asyncio.gather(*(service.wait_ready() for service in self.services))
         return self
 
     async def stop(self) -> None:

@@ -13,7 +13,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.pipeline.support import eventually, free_port, run_command
+from tests.harness import free_port
+from tests.pipeline.support import eventually, run_command
 
 RABBITMQ_BIN = Path(os.environ.get("TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 

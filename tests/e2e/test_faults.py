@@ -94,7 +94,7 @@ async def test_worker_killed_mid_task_is_redelivered(make_stack: StackFactory) -
 
         restarted = time.monotonic()
         stack.worker.start()
-        await stack.worker.wait_healthy()
+        await stack.worker.wait_ready()
         drained_in = await processed_over_http(http, token, order_ids, timeout=90)
     await assert_processed_exactly_once(stack.settings, order_ids)
     received, succeeded = task_events(first_log)
@@ -166,7 +166,7 @@ async def test_poison_message_lands_in_the_dlq_and_the_rest_flows(
             (message.headers or {})[DEAD_LETTER_REASON_HEADER]
         )
         await message.ack()
-    consumer_metrics = stack.consumer.health_url.replace("/health/ready", "/metrics")
+    consumer_metrics = stack.consumer.ready_url.replace("/health/ready", "/metrics")
     assert (
         await metric_value(consumer_metrics, 'oms_consumer_messages_total{outcome="dead_lettered"}')
         == 1

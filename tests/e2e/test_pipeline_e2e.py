@@ -26,7 +26,7 @@ async def test_two_hundred_orders_are_each_processed_exactly_once(
         created_in = time.monotonic() - started
         drained_in = await processed_over_http(http, token, order_ids, timeout=120)
     await assert_processed_exactly_once(stack.settings, order_ids)
-    worker_metrics = stack.worker.health_url.replace("/health/ready", "/metrics")
+    worker_metrics = stack.worker.ready_url.replace("/health/ready", "/metrics")
     processed = await metric_value(worker_metrics, 'oms_worker_tasks_total{outcome="processed"}')
     assert processed == ORDERS  # one effective run per order, counted across prefork children
     FIGURES.append(

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.pipeline.support import eventually, free_port
+from tests.harness import free_port
+from tests.pipeline.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "observability" / "prometheus").glob("*.rules.yaml"))

@@ -21,9 +21,10 @@ from observability.check_dashboards import expressions, prometheus_expression
 from oms.messaging.contracts import EXCHANGE_NAME, ROUTING_KEY
 from tests.e2e.conftest import FIGURES, Stack, StackFactory
 from tests.e2e.helpers import metric_value, processed_over_http
+from tests.harness import ServiceProcess
 from tests.observability.multiprocess import per_process_value, process_ids
 from tests.observability.prometheus_server import ROOT, RULE_FILES, PrometheusServer
-from tests.pipeline.support import ServiceProcess, create_orders, eventually, register_and_login
+from tests.pipeline.support import create_orders, eventually, register_and_login
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +48,11 @@ RULE_GROUPS = {"oms-sli-http", "oms-sli-pipeline", "oms-alerts", "oms-operator"}
 
 
 def metrics_address(service: ServiceProcess) -> str:
-    return str(urlsplit(service.health_url).netloc)
+    return str(urlsplit(service.ready_url).netloc)
 
 
 def metrics_url(service: ServiceProcess) -> str:
-    return service.health_url.replace("/health/ready", "/metrics")
+    return service.ready_url.replace("/health/ready", "/metrics")
 
 
 def metric_names_we_use() -> set[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import aio_pika
+import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
 from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
+from oms.messaging.queues import QueueNotFoundError, read_queue_state
 from oms.pipeline.topology import declare_topology
 from oms_consumer.metrics import QUEUE_MESSAGES
 from oms_consumer.queues import QueueDepthMonitor
@@ -50,3 +52,22 @@ async def test_poll_exports_depth_and_consumers_drops_missing_queues_and_leaks_n
         # A miss closes its channel on the broker side; nothing reopens it behind our back.
         assert len(connection.transport.connection.channels) == channels_before
     assert not await QueueDepthMonitor(lambda: connection).poll()  # closed: nothing to read
+
+
+async def test_the_shared_read_tells_a_missing_queue_from_a_counted_one(
+    rabbitmq_vhost_url: str,
+) -> None:
+    """`oms.messaging.queues` on a plain (not robust) connection, the way the operator connects:
+    counts for a queue that exists, QueueNotFoundError for one that does not, and the
+    connection stays usable after the miss."""
+    connection = await aio_pika.connect(rabbitmq_vhost_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await declare_topology(channel)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"one"), routing_key=DEAD_LETTER_QUEUE_NAME
+        )
+        with pytest.raises(QueueNotFoundError):
+            await read_queue_state(connection, "oms_test_never_declared")
+        state = await read_queue_state(connection, DEAD_LETTER_QUEUE_NAME)
+        assert (state.messages, state.consumers) == (1, 0)

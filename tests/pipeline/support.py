@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +17,6 @@ import aio_pika
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from oms.cache import MemoryOrderCache
@@ -31,6 +27,7 @@ from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms.users.repository import UserRepository
 from oms_api.app import create_app
+from tests.harness import ServiceProcess, settings_env
 
 T = TypeVar("T")
 
@@ -65,12 +62,6 @@ async def delete_vhost(name: str, ctl: tuple[str, ...] = (RABBITMQCTL,)) -> None
 
 def amqp_url(vhost: str, port: int = RABBITMQ_PORT) -> str:
     return f"amqp://guest:guest@{RABBITMQ_HOST}:{port}/{vhost}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def eventually(
@@ -143,104 +134,7 @@ async def queue_depth(url: str, queue_name: str) -> int:
         await connection.close()
 
 
-# --- service processes ----------------------------------------------------------------------
-def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
-    """The environment that makes a child process build exactly these settings."""
-    names = set(Settings.model_fields)
-    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
-    values = settings.model_dump()
-    values.update(overrides)
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, bool):
-            env[name] = "true" if value else "false"
-        elif isinstance(value, list):
-            env[name] = ",".join(str(item) for item in value)
-        else:
-            env[name] = str(value)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
-
-
-@dataclass
-class ServiceProcess:
-    """One of our services as a real process in its own session (its children die with it)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    workdir: Path
-    health_url: str
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    log_paths: list[Path] = field(default_factory=list)
-
-    def start(self) -> ServiceProcess:
-        self.starts += 1
-        log_path = self.workdir / f"{self.name}.{self.starts}.log"
-        self.log_paths.append(log_path)
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    async def wait_healthy(self, timeout: float = 60.0) -> None:
-        async with httpx.AsyncClient(timeout=2.0) as http:
-
-            async def healthy() -> bool:
-                if not self.running:
-                    raise AssertionError(f"{self.name} exited early:\n{self.logs()[-4000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await http.get(self.health_url)).status_code == 200
-                return False
-
-            await eventually(healthy, timeout, interval=0.2, message=f"{self.name} to be ready")
-
-    def kill(self, signum: signal.Signals = signal.SIGKILL) -> None:
-        """Signal the whole process group (a prefork worker and its children)."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-
-    async def wait_exit(self, timeout: float) -> int:
-        assert self.process is not None
-        process = self.process
-
-        async def exited() -> bool:
-            return process.poll() is not None
-
-        await eventually(exited, timeout, interval=0.1, message=f"{self.name} to exit")
-        return int(process.returncode)
-
-    async def stop(self, timeout: float = 20.0) -> None:
-        if not self.running:
-            return
-        self.kill(signal.SIGTERM)
-        try:
-            await self.wait_exit(timeout)
-        except AssertionError:
-            self.kill(signal.SIGKILL)
-            await self.wait_exit(5)
-
-    def logs(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace") for path in self.log_paths if path.exists()
-        )
-
-
+# --- service processes (tests.harness) --------------------------------------------------------
 def api_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
     return ServiceProcess(
         "api",

@@ -24,7 +24,8 @@ from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
-from tests.pipeline.support import eventually, free_port, queue_depth
+from tests.harness import free_port
+from tests.pipeline.support import eventually, queue_depth
 
 
 class GatedDispatcher:

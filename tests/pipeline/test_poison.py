@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.backoff import exponential_delay
 from oms.cache import MemoryOrderCache
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory
@@ -29,20 +30,20 @@ from oms.messaging.contracts import (
     OrderCreatedEvent,
 )
 from oms.pipeline.celery_config import create_celery_app
+from oms.pipeline.destinations import InProcessDestination, RabbitPublisher, describe_error
 from oms.pipeline.dlq import list_dead_letters, list_parked, replay_dead_letters, replay_parked
 from oms.pipeline.relay import (
     MAX_RETRY_DELAY_SECONDS,
     OutboxRelay,
     claim_statement,
-    retry_delay,
     should_park,
 )
-from oms.pipeline.sinks import InProcessDispatcher, RabbitPublisher, describe_error
 from oms.pipeline.topology import declare_topology
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
+from tests.harness import free_port, settings_env
 from tests.pipeline.support import (
     RABBITMQCTL,
     VENV_BIN,
@@ -51,12 +52,10 @@ from tests.pipeline.support import (
     create_orders_directly,
     drain_queue,
     eventually,
-    free_port,
     order_rows,
     queue_depth,
     register_and_login,
     run_command,
-    settings_env,
     worker_process,
 )
 
@@ -107,11 +106,11 @@ def in_process_relay(
     *,
     max_retries: int = 3,
     retry_delay_seconds: float = 0.2,
-    dispatcher_factory: async_sessionmaker[AsyncSession] | None = None,
+    processing_factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> OutboxRelay:
     return OutboxRelay(
         factory,
-        InProcessDispatcher(dispatcher_factory or factory, MemoryOrderCache(60)),
+        InProcessDestination(processing_factory or factory, MemoryOrderCache(60)),
         asyncio.Event(),
         max_retries=max_retries,
         retry_delay_seconds=retry_delay_seconds,
@@ -120,7 +119,7 @@ def in_process_relay(
 
 # --- pure functions -------------------------------------------------------------------------
 def test_retry_delay_doubles_from_the_base_up_to_the_cap() -> None:
-    assert [retry_delay(attempts, base=1.0, cap=10.0) for attempts in range(7)] == [
+    assert [exponential_delay(attempts, base=1.0, cap=10.0) for attempts in range(7)] == [
         0.0,
         1.0,
         2.0,
@@ -129,8 +128,8 @@ def test_retry_delay_doubles_from_the_base_up_to_the_cap() -> None:
         10.0,
         10.0,
     ]
-    assert retry_delay(10_000, base=60.0) == MAX_RETRY_DELAY_SECONDS
-    assert retry_delay(3, base=2_000.0, cap=900.0) == 2_000.0  # a base above the cap wins
+    assert exponential_delay(10_000, 60.0, MAX_RETRY_DELAY_SECONDS) == MAX_RETRY_DELAY_SECONDS
+    assert exponential_delay(3, base=2_000.0, cap=900.0) == 2_000.0  # a base above the cap wins
 
 
 def test_parking_follows_the_celery_task_retry_count() -> None:
@@ -255,7 +254,7 @@ async def test_an_unreachable_database_defers_the_batch_without_counting_attempt
     engine, broken_engine = create_engine(settings), create_engine(broken)
     factory = create_session_factory(engine)
     relay = in_process_relay(
-        factory, max_retries=0, dispatcher_factory=create_session_factory(broken_engine)
+        factory, max_retries=0, processing_factory=create_session_factory(broken_engine)
     )
     try:
         for _ in range(3):
@@ -473,7 +472,7 @@ async def test_a_task_failing_for_good_is_dead_lettered_and_replayable(
     try:
         assert (await relay.relay_once()).delivered == 2
         assert await consumer.start()
-        await worker.wait_healthy()
+        await worker.wait_ready()
 
         async def dead_lettered() -> int:
             return await queue_depth(settings.RABBITMQ_URL or "", DEAD_LETTER_QUEUE_NAME)

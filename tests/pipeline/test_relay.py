@@ -12,19 +12,20 @@ from aio_pika import DeliveryMode
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.backoff import exponential_delay
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory
 from oms.messaging.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
-from oms.pipeline.relay import OutboxRelay, backoff_delay
-from oms.pipeline.sinks import RabbitPublisher
+from oms.pipeline.destinations import RabbitPublisher
+from oms.pipeline.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
 from tests.conftest import SettingsFactory
+from tests.harness import free_port
 from tests.pipeline.support import (
     api_client,
     create_orders,
     create_orders_directly,
     drain_queue,
     eventually,
-    free_port,
     register_and_login,
     unsent_outbox_count,
 )
@@ -47,9 +48,9 @@ async def drain_relay(relay: OutboxRelay) -> int:
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:
-    delays = [backoff_delay(failures, cap=3.0) for failures in range(0, 7)]
+    delays = [exponential_delay(failures, INITIAL_BACKOFF_SECONDS, 3.0) for failures in range(7)]
     assert delays == [0.0, 0.2, 0.4, 0.8, 1.6, 3.0, 3.0]
-    assert backoff_delay(10_000, cap=30.0) == 30.0
+    assert exponential_delay(10_000, INITIAL_BACKOFF_SECONDS, 30.0) == 30.0
 
 
 async def test_relay_publishes_persistent_confirmed_messages_and_marks_them_sent(

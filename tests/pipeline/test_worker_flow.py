@@ -11,18 +11,18 @@ from redis.asyncio import Redis
 from oms.db.session import create_engine, create_session_factory
 from oms.orders.service import OrderService
 from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.resources import build_order_cache
+from oms.resources import build_order_cache
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
+from tests.harness import free_port
 from tests.pipeline.support import (
     ORDER_BODY,
     api_client,
     create_orders,
     eventually,
-    free_port,
     order_rows,
     register_and_login,
     unsent_outbox_count,
@@ -85,7 +85,7 @@ async def test_orders_flow_through_consumer_and_worker(
             traced_id = await _create_traced_order(settings, user_id)
             app.state.oms.outbox_wakeup.set()
             order_ids.append(traced_id)
-            await worker.wait_healthy()
+            await worker.wait_ready()
 
             async def all_processed() -> bool:
                 rows = await order_rows(settings)

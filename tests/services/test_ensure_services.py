@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.support import free_port
+from tests.harness import free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-services.sh"
 

@@ -17,7 +17,7 @@ from oms.settings import Settings, get_settings
 from oms.telemetry import configure_tracing
 from oms_api.metrics import HttpMetricsMiddleware
 from oms_api.middleware import ErrorBoundaryMiddleware, RequestEnvelopeMiddleware
-from oms_api.problems import install_problem_handlers, problem_response
+from oms_api.problems import ProblemType, install_problem_handlers, problem_response
 from oms_api.routers import auth, health, metrics, orders
 from oms_api.state import open_app_state
 from oms_api.tracing import instrument_app
@@ -46,7 +46,11 @@ class ProblemCORSMiddleware(CORSMiddleware):
         if response.status_code != 400:
             return response
         refused = problem_response(
-            None, 400, bytes(response.body).decode(), kind="cors-refused", title="CORS refused"
+            None,
+            400,
+            bytes(response.body).decode(),
+            kind=ProblemType.CORS_REFUSED,
+            title="CORS refused",
         )
         for name, value in response.headers.items():
             if name.lower() not in ("content-type", "content-length"):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oms.orders.service import OrderService
 from oms.security.tokens import InvalidTokenError, TokenClaims
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
-from oms_api.problems import ProblemError
+from oms_api.problems import ProblemError, ProblemType
 from oms_api.ratelimit import RateLimiter, client_ip
 from oms_api.state import AppState
 
@@ -93,7 +93,7 @@ async def require_claims(
     raise ProblemError(
         401,
         "The bearer token is invalid or expired; request a new one at /token.",
-        kind="invalid-token",
+        kind=ProblemType.INVALID_TOKEN,
         title="Invalid token",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
@@ -166,7 +166,7 @@ async def count_unchecked_request(request: Request) -> None:
 async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
     return OrderService(
         session,
-        state.counted_cache,
+        state.cache,
         idempotency_ttl=timedelta(hours=state.settings.IDEMPOTENCY_KEY_TTL_HOURS),
         on_outbox_write=state.outbox_wakeup.set,
     )

@@ -118,6 +118,11 @@ class ObservedOrderCache:
         except CACHE_ERRORS:
             self._failed("delete", order_id)
 
+    @property
+    def inner(self) -> OrderCache:
+        """The cache itself, uncounted and with its errors."""
+        return self._inner
+
     async def ping(self) -> bool:
         return await self._inner.ping()
 

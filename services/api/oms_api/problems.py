@@ -2,11 +2,19 @@
 
 Clients branch on `type` (a URN that never changes), people read `title` and `detail`.
 Validation errors list every field under `errors`, without echoing the submitted values.
+
+Every `type` the API answers with is a member of `ProblemType` (the README's "Errors" table lists
+exactly these; a test holds the two together). Domain errors of the library (`OrderNotFoundError`,
+`TransitionRejectedError`, ...) become problems here, in `DOMAIN_PROBLEMS`, through registered
+exception handlers: routes let them propagate instead of translating them by hand.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from enum import StrEnum
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -15,28 +23,77 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oms.orders.service import (
+    AccessDeniedError,
+    AccountDeletedError,
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+    OrderNotFoundError,
+    TransitionRejectedError,
+    UserNotFoundError,
+)
+from oms.users.repository import EmailAlreadyRegisteredError
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:oms:problem:"
 
 logger = logging.getLogger("oms.api")
 
-_TITLES = {
-    400: ("bad-request", "Bad request"),
-    401: ("unauthorized", "Authentication required"),
-    403: ("forbidden", "Forbidden"),
-    404: ("not-found", "Not found"),
-    405: ("method-not-allowed", "Method not allowed"),
-    406: ("not-acceptable", "Not acceptable"),
-    409: ("conflict", "Conflict"),
-    413: ("payload-too-large", "Payload too large"),
-    414: ("uri-too-long", "URI too long"),
-    415: ("unsupported-media-type", "Unsupported media type"),
-    422: ("validation-error", "Request validation failed"),
-    429: ("rate-limited", "Too many requests"),
-    431: ("headers-too-large", "Request header fields too large"),
-    500: ("internal-error", "Internal server error"),
-    503: ("service-unavailable", "Service unavailable"),
+
+class ProblemType(StrEnum):
+    """Every problem `type` of the API (without the URN prefix)."""
+
+    VALIDATION_ERROR = "validation-error"
+    UNAUTHORIZED = "unauthorized"
+    INVALID_TOKEN = "invalid-token"
+    INVALID_CREDENTIALS = "invalid-credentials"
+    EMAIL_TAKEN = "email-taken"
+    ORDER_NOT_FOUND = "order-not-found"
+    FORBIDDEN = "forbidden"
+    TRANSITION_FORBIDDEN = "transition-forbidden"
+    ILLEGAL_TRANSITION = "illegal-transition"
+    IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+    RATE_LIMITED = "rate-limited"
+    USER_NOT_FOUND = "user-not-found"
+    ACCOUNT_DISABLED = "account-disabled"
+    PAYLOAD_TOO_LARGE = "payload-too-large"
+    HEADERS_TOO_LARGE = "headers-too-large"
+    BAD_REQUEST = "bad-request"
+    CORS_REFUSED = "cors-refused"
+    NOT_FOUND = "not-found"
+    METHOD_NOT_ALLOWED = "method-not-allowed"
+    INTERNAL_ERROR = "internal-error"
+
+    @property
+    def uri(self) -> str:
+        return TYPE_PREFIX + self.value
+
+
+# The type and title of a status when nothing more specific is said.
+_BY_STATUS: dict[int, tuple[ProblemType, str]] = {
+    400: (ProblemType.BAD_REQUEST, "Bad request"),
+    401: (ProblemType.UNAUTHORIZED, "Authentication required"),
+    403: (ProblemType.FORBIDDEN, "Forbidden"),
+    404: (ProblemType.NOT_FOUND, "Not found"),
+    405: (ProblemType.METHOD_NOT_ALLOWED, "Method not allowed"),
+    413: (ProblemType.PAYLOAD_TOO_LARGE, "Payload too large"),
+    422: (ProblemType.VALIDATION_ERROR, "Request validation failed"),
+    429: (ProblemType.RATE_LIMITED, "Too many requests"),
+    431: (ProblemType.HEADERS_TOO_LARGE, "Request header fields too large"),
+    500: (ProblemType.INTERNAL_ERROR, "Internal server error"),
 }
+
+
+def status_defaults(status: int) -> tuple[ProblemType, str]:
+    """The type and title of a status; one the API has no type of its own for (none of its
+    code paths raises one) is a client or a server error, titled with its HTTP phrase."""
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return (ProblemType.INTERNAL_ERROR if status >= 500 else ProblemType.BAD_REQUEST), phrase
 
 
 class ProblemError(Exception):
@@ -47,12 +104,12 @@ class ProblemError(Exception):
         status: int,
         detail: str,
         *,
-        kind: str | None = None,
+        kind: ProblemType | None = None,
         title: str | None = None,
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        default_kind, default_title = _TITLES.get(status, ("error", "Error"))
+        default_kind, default_title = status_defaults(status)
         super().__init__(detail)
         self.status = status
         self.kind = kind or default_kind
@@ -67,14 +124,14 @@ def problem_response(
     status: int,
     detail: str,
     *,
-    kind: str | None = None,
+    kind: ProblemType | None = None,
     title: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    default_kind, default_title = _TITLES.get(status, ("error", "Error"))
+    default_kind, default_title = status_defaults(status)
     body: dict[str, Any] = {
-        "type": TYPE_PREFIX + (kind or default_kind),
+        "type": (kind or default_kind).uri,
         "title": title or default_title,
         "status": status,
         "detail": detail,
@@ -88,6 +145,93 @@ def problem_response(
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
     )
+
+
+# --- domain errors ----------------------------------------------------------------------------
+def _order_not_found(error: Exception) -> ProblemError:
+    return ProblemError(
+        404, f"Order {error.args[0]} does not exist.", kind=ProblemType.ORDER_NOT_FOUND
+    )
+
+
+def _user_not_found(error: Exception) -> ProblemError:
+    return ProblemError(
+        404, f"User {error.args[0]} does not exist.", kind=ProblemType.USER_NOT_FOUND
+    )
+
+
+def _always(
+    status: int,
+    detail: str,
+    kind: ProblemType | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Callable[[Exception], ProblemError]:
+    """The same problem whatever the error carries."""
+
+    def to_problem(_error: Exception) -> ProblemError:
+        return ProblemError(status, detail, kind=kind, title=title, headers=dict(headers or {}))
+
+    return to_problem
+
+
+def _invalid_cursor(error: Exception) -> ProblemError:
+    return ProblemError(
+        422,
+        str(error),
+        kind=ProblemType.VALIDATION_ERROR,
+        errors=[{"loc": ["query", "cursor"], "msg": str(error), "type": "value_error"}],
+    )
+
+
+def _transition_rejected(error: Exception) -> ProblemError:
+    assert isinstance(error, TransitionRejectedError)
+    current, target = error.current.value, error.target.value
+    if error.illegal:
+        status, kind, title = 409, ProblemType.ILLEGAL_TRANSITION, "Illegal status transition"
+        detail = f"An order in status {current} cannot become {target}."
+    else:
+        status, kind, title = 403, ProblemType.TRANSITION_FORBIDDEN, "Transition not permitted"
+        detail = (
+            f"Only an admin may change an order from {current} to {target}; an owner may only "
+            "cancel."
+        )
+    return ProblemError(
+        status,
+        detail,
+        kind=kind,
+        title=title,
+        current_status=current,
+        allowed_transitions=[allowed.value for allowed in error.allowed],
+    )
+
+
+# Each domain error of the library and the problem it answers with.
+DOMAIN_PROBLEMS: dict[type[Exception], Callable[[Exception], ProblemError]] = {
+    OrderNotFoundError: _order_not_found,
+    UserNotFoundError: _user_not_found,
+    AccountDeletedError: _always(
+        401,
+        "The account behind this token no longer exists.",
+        ProblemType.INVALID_TOKEN,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    ),
+    AccessDeniedError: _always(403, "You may only list your own orders."),
+    IdempotencyKeyReusedError: _always(
+        422,
+        "This Idempotency-Key was already used with a different request body.",
+        ProblemType.IDEMPOTENCY_KEY_REUSED,
+        "Idempotency key reused",
+    ),
+    InvalidCursorError: _invalid_cursor,
+    TransitionRejectedError: _transition_rejected,
+    EmailAlreadyRegisteredError: _always(
+        409,
+        "An account with this email already exists.",
+        ProblemType.EMAIL_TAKEN,
+        "Email already registered",
+    ),
+}
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -131,6 +275,13 @@ async def _on_problem(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    to_problem = next(
+        DOMAIN_PROBLEMS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_PROBLEMS
+    )
+    return await _on_problem(request, to_problem(exc))
+
+
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     limited = await _count_unchecked(request)
@@ -147,9 +298,7 @@ async def _on_http(request: Request, exc: Exception) -> Response:
         limited = await _count_unchecked(request)
         if limited is not None:
             return limited
-    detail = (
-        exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, ("", ""))[1]
-    )
+    detail = exc.detail if isinstance(exc.detail, str) else status_defaults(exc.status_code)[1]
     return problem_response(request, exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
@@ -166,6 +315,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
+    for domain_error in DOMAIN_PROBLEMS:
+        app.add_exception_handler(domain_error, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
@@ -175,7 +326,7 @@ def problem_openapi(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the problem documents a route can return."""
     return {
         status: {
-            "description": _TITLES.get(status, ("", "Error"))[1],
+            "description": status_defaults(status)[1],
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status in statuses

@@ -15,15 +15,15 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from oms.settings import Settings, get_settings
+from oms_api.problems import status_defaults
 
 _HEAD_END = b"\r\n\r\n"
 
 
-def problem_bytes(status: int, kind: str, title: str, detail: str) -> bytes:
+def problem_bytes(status: int, detail: str) -> bytes:
     """A whole HTTP/1.1 answer with a problem document, for the protocol layer (no ASGI)."""
-    body = orjson.dumps(
-        {"type": f"urn:oms:problem:{kind}", "title": title, "status": status, "detail": detail}
-    )
+    kind, title = status_defaults(status)
+    body = orjson.dumps({"type": kind.uri, "title": title, "status": status, "detail": detail})
     head = (
         b"content-type: application/problem+json\r\n"
         b"content-length: " + str(len(body)).encode() + b"\r\n"
@@ -53,8 +53,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self._max_head_bytes:
                 self._refuse(
                     431,
-                    "headers-too-large",
-                    "Request header fields too large",
                     f"The request line and headers may hold at most {self._max_head_bytes} bytes.",
                 )
                 return
@@ -69,12 +67,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reset_head()
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, "bad-request", "Bad request", msg)
+        self._refuse(400, msg)
 
-    def _refuse(self, status: int, kind: str, title: str, detail: str) -> None:
+    def _refuse(self, status: int, detail: str) -> None:
         self.logger.warning("refused a request at the protocol level: %s", detail)
         if not self.transport.is_closing():
-            self.transport.write(problem_bytes(status, kind, title, detail))
+            self.transport.write(problem_bytes(status, detail))
             self.transport.close()
 
 

@@ -7,17 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from oms.cache import MemoryOrderCache, OrderCache, RedisOrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.relay import OutboxRelay
+from oms.resources import build_access_book, build_order_cache, redis_client
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
 from oms.settings import Settings
-from oms.users.access import AccessBook, DatabaseAccessBook, RedisAccessBook
+from oms.users.access import AccessBook
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
@@ -30,10 +29,10 @@ class AppState:
     session_factory: async_sessionmaker[AsyncSession]
     keys: KeyStore
     tokens: TokenVerifier
-    cache: OrderCache
+    # The order cache as request handlers use it: counted, and tolerant of cache outages
+    # (`cache.inner` is the store itself, as the pipeline writes it).
+    cache: ObservedOrderCache
     rate_limiter: RateLimiter
-    # What request handlers use: the same cache, counted, and tolerant of cache outages.
-    counted_cache: OrderCache
     # Whether a user's tokens still count (revocation; oms.users.access).
     access: AccessBook
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
@@ -49,26 +48,17 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
     engine = create_engine(settings)
     instrument_engine(engine)
     session_factory = create_session_factory(engine)
-    cache: OrderCache
-    access: AccessBook
-    if settings.REDIS_URL:
-        redis = Redis.from_url(settings.REDIS_URL)
-        cache = RedisOrderCache(redis, settings.ORDER_CACHE_TTL_SECONDS, settings.REDIS_KEY_PREFIX)
-        access = RedisAccessBook(
-            redis, session_factory, settings.USER_STATE_CACHE_SECONDS, settings.REDIS_KEY_PREFIX
-        )
-    else:
-        cache = MemoryOrderCache(settings.ORDER_CACHE_TTL_SECONDS)
-        access = DatabaseAccessBook(session_factory)
+    redis = redis_client(settings)
+    cache = build_order_cache(settings, redis)
+    access = build_access_book(settings, session_factory, redis)
     state = AppState(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
         keys=KeyStore(settings),
         tokens=TokenVerifier(settings),
-        cache=cache,
+        cache=ObservedOrderCache(cache),
         rate_limiter=RateLimiter(settings),
-        counted_cache=ObservedOrderCache(cache),
         access=access,
     )
     if settings.RUN_OUTBOX_RELAY:

@@ -14,12 +14,16 @@ from typing import Protocol
 from celery import Celery
 from opentelemetry.trace import SpanKind, get_current_span
 
+from oms.backoff import exponential_delay
 from oms.messaging.contracts import OrderCreatedEvent
 from oms.pipeline.celery_config import PROCESS_ORDER_TASK, TASK_QUEUE
 from oms.telemetry import context_from_headers, current_trace_headers, tracer
 
 logger = logging.getLogger("oms.consumer.dispatch")
 _tracer = tracer("oms.consumer")
+
+# Longest wait between two hand-off attempts (the first waits retry_delay_seconds).
+MAX_RETRY_DELAY_SECONDS = 5.0
 
 
 class DispatchError(RuntimeError):
@@ -97,7 +101,9 @@ class CeleryDispatcher:
                 )
                 if attempt == self._attempts:
                     raise DispatchError(repr(error)) from error
-                await asyncio.sleep(self._retry_delay * attempt)
+                await asyncio.sleep(
+                    exponential_delay(attempt, self._retry_delay, MAX_RETRY_DELAY_SECONDS)
+                )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

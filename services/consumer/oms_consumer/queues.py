@@ -1,10 +1,9 @@
 """Queue depth for Prometheus: the consumer polls RabbitMQ with passive declares.
 
-A passive declare answers the ready-message and consumer counts of a queue without the
-management plugin, so the dashboards and alerts see the backlog of `new_order`, the size of the
-dead-letter queue and the Celery task queue wherever the consumer runs. A queue that does not
-exist (yet) closes the channel: each queue gets its own short-lived channel, and its series is
-dropped rather than left stale.
+A passive declare (`oms.messaging.queues`) answers the ready-message and consumer counts of a queue
+without the management plugin, so the dashboards and alerts see the backlog of `new_order`, the
+size of the dead-letter queue and the Celery task queue wherever the consumer runs. A queue that
+does not exist (yet) has its series dropped rather than left stale.
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from aio_pika.abc import AbstractConnection
-from aio_pika.exceptions import AMQPException
 
 from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
+from oms.messaging.queues import READ_ERRORS, QueueNotFoundError, QueueState, read_queue_state
 from oms.pipeline.celery_config import TASK_QUEUE
 from oms_consumer.metrics import QUEUE_CONSUMERS, QUEUE_MESSAGES, QUEUE_POLL_TIMESTAMP
 
@@ -31,42 +29,18 @@ NOT_CONNECTED_RETRY_SECONDS = 0.5
 CALL_TIMEOUT_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    messages: int
-    consumers: int
-
-
 ConnectionSource = Callable[[], AbstractConnection | None]
 
 
 async def read_queue(connection: AbstractConnection, name: str) -> QueueState | None:
-    """Ready messages and consumers of one queue; None when it does not exist or cannot be read.
-
-    A plain aiormq channel on the connection's transport, not an aio-pika robust channel: the
-    broker closes the channel of a passive declare that misses, and a robust channel would
-    reopen itself every time (one more open channel per poll).
-    """
-    transport = connection.transport
-    if transport is None:
-        return None
+    """Ready messages and consumers of one queue; None when it does not exist or cannot be read."""
     try:
-        channel = await asyncio.wait_for(transport.connection.channel(), CALL_TIMEOUT_SECONDS)
-    except (AMQPException, OSError, RuntimeError, TimeoutError) as error:
-        logger.debug("no channel for a queue poll", extra={"error": repr(error)})
-        return None
-    try:
-        declared = await asyncio.wait_for(
-            channel.queue_declare(name, passive=True), CALL_TIMEOUT_SECONDS
-        )
-        return QueueState(int(declared.message_count or 0), int(declared.consumer_count or 0))
-    except (AMQPException, OSError, RuntimeError, TimeoutError) as error:
+        return await read_queue_state(connection, name, CALL_TIMEOUT_SECONDS)
+    except QueueNotFoundError:
+        logger.debug("queue not found", extra={"queue": name})
+    except READ_ERRORS as error:
         logger.debug("queue not readable", extra={"queue": name, "error": repr(error)})
-        return None
-    finally:
-        if not channel.is_closed:
-            with contextlib.suppress(AMQPException, OSError, RuntimeError, TimeoutError):
-                await asyncio.wait_for(channel.close(), CALL_TIMEOUT_SECONDS)
+    return None
 
 
 def publish_queue_states(states: dict[str, QueueState | None]) -> None:

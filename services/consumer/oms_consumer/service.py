@@ -28,6 +28,7 @@ from aio_pika import Message
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPException
 
+from oms.backoff import exponential_delay
 from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME
 from oms.pipeline.messages import (
     UnparseableMessageError,
@@ -36,7 +37,6 @@ from oms.pipeline.messages import (
     trace_context,
 )
 from oms.pipeline.metrics import seconds_between
-from oms.pipeline.relay import backoff_delay
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, Topology, declare_topology
 from oms.settings import Settings
 from oms_consumer.dispatch import DispatchError, TaskDispatcher
@@ -54,6 +54,8 @@ from oms_consumer.metrics import (
 logger = logging.getLogger("oms.consumer")
 
 BROKER_CALL_TIMEOUT_SECONDS = 5.0
+# First wait after a failed connect; doubles up to 5 x CONSUMER_RECONNECT_SECONDS.
+CONNECT_BACKOFF_SECONDS = 0.2
 
 
 def dead_letter_message(message: AbstractIncomingMessage, reason: str) -> Message:
@@ -104,7 +106,9 @@ class OrderEventConsumer:
                 break
             except (AMQPException, OSError, TimeoutError) as error:
                 failures += 1
-                delay = backoff_delay(failures, self._settings.CONSUMER_RECONNECT_SECONDS * 5)
+                delay = exponential_delay(
+                    failures, CONNECT_BACKOFF_SECONDS, self._settings.CONSUMER_RECONNECT_SECONDS * 5
+                )
                 logger.warning(
                     "RabbitMQ unreachable; retrying",
                     extra={"error": repr(error), "retry_in": delay},

@@ -23,9 +23,9 @@ from celery.signals import (
 )
 
 from oms.pipeline.celery_config import PROCESS_ORDER_TASK, create_celery_app
+from oms.pipeline.destinations import describe_error
 from oms.pipeline.dlq import order_event_dead_letter, publish_dead_letter
 from oms.pipeline.processing import process_order
-from oms.pipeline.sinks import describe_error
 from oms.settings import Settings, get_settings
 from oms.telemetry import configure_tracing, reset_after_fork, shutdown_tracing
 from oms_worker.metrics import TASK_SECONDS, TASKS, forget_process

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
-from oms.pipeline.resources import build_order_cache
+from oms.resources import build_order_cache
 from oms.settings import Settings
 from oms.telemetry import tracing_active
 

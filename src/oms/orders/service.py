@@ -31,7 +31,11 @@ class OrderNotFoundError(Exception):
 
 
 class UserNotFoundError(Exception):
-    pass
+    """The user an admin asked about does not exist."""
+
+
+class AccountDeletedError(Exception):
+    """The account acting (the token's subject) was deleted after its token was issued."""
 
 
 class AccessDeniedError(Exception):
@@ -42,7 +46,9 @@ class IdempotencyKeyReusedError(Exception):
     """The key was already used by this user for a different request body."""
 
 
-@dataclass(frozen=True)
+# Not frozen: an exception's __traceback__ and __context__ are assigned as it propagates (through
+# FastAPI's exit stacks to the problem handlers), which a frozen dataclass refuses.
+@dataclass(eq=False)
 class TransitionRejectedError(Exception):
     current: OrderStatus
     target: OrderStatus
@@ -144,7 +150,7 @@ class OrderService:
                 async with self._session.begin():
                     replay = await self._replay(user_id, idempotency_key, fingerprint)
             if replay is None:
-                raise UserNotFoundError(user_id) from error
+                raise AccountDeletedError(user_id) from error
             return CreatedOrder(replay, replayed=True)
         if self._on_outbox_write is not None:
             self._on_outbox_write()

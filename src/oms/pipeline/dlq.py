@@ -4,7 +4,7 @@ With RabbitMQ (RABBITMQ_URL set) that is the dead-letter queue `new_order.dlq`; 
 mode (no RABBITMQ_URL, or `--outbox`) it is the parked outbox rows (`dead_lettered_at` set by the
 relay after the last allowed processing attempt, see `oms.pipeline.relay`). Replaying a parked
 row clears the parking, resets its attempts and makes it due now: the running relay (inside the
-API, or `oms relay`) processes it again within OUTBOX_POLL_SECONDS.
+API, or `oms-relay`) processes it again within OUTBOX_POLL_SECONDS.
 
 RabbitMQ: `list` peeks: messages are fetched unacked and returned to the queue when the channel
 closes. `replay` republishes each message to the `orders` exchange (publisher-confirmed) and

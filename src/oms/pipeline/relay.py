@@ -7,11 +7,11 @@ destination confirmed, in the same transaction that holds the claim. A crash bet
 commit re-sends those rows later: delivery is at-least-once and processing is idempotent.
 
 While the destination is down the relay backs off exponentially (capped) and rows simply wait:
-an outage (SinkUnavailableError, messages the broker did not confirm, the database or cache
+an outage (DestinationUnavailableError, messages the broker did not confirm, the database or cache
 unreachable) never counts as an attempt, so nothing accepted is ever parked or lost because a
 broker or database died.
 
-Poison isolation (embedded mode; see `oms.pipeline.sinks` for how failures are told apart):
+Poison isolation (embedded mode; see `oms.pipeline.destinations` for how failures are told apart):
 when processing *one record* fails, that row alone counts an attempt and is not claimed again
 before `next_attempt_at` (exponential back-off from ORDER_TASK_RETRY_DELAY_SECONDS, capped at
 MAX_RETRY_DELAY_SECONDS, a little jitter). After ORDER_TASK_MAX_RETRIES retries (the Celery
@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,10 +37,18 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.backoff import exponential_delay
 from oms.cache import OrderCache
 from oms.db.models import LAST_ERROR_LENGTH, OutboxEvent
-from oms.db.session import create_engine, create_session_factory, session_scope
-from oms.logging import configure_logging
+from oms.db.session import session_scope
+from oms.pipeline.destinations import (
+    Delivery,
+    DeliveryStatus,
+    DestinationUnavailableError,
+    InProcessDestination,
+    OutboxDestination,
+    RabbitPublisher,
+)
 from oms.pipeline.messages import OutboxRecord
 from oms.pipeline.metrics import (
     OUTBOX_EVENTS_FAILED,
@@ -51,17 +58,7 @@ from oms.pipeline.metrics import (
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
 )
-from oms.pipeline.resources import build_order_cache
-from oms.pipeline.sinks import (
-    Delivery,
-    DeliveryStatus,
-    EventSink,
-    InProcessDispatcher,
-    RabbitPublisher,
-    SinkUnavailableError,
-)
-from oms.settings import Settings, get_settings
-from oms.telemetry import configure_tracing
+from oms.settings import Settings
 
 logger = logging.getLogger("oms.pipeline.relay")
 
@@ -73,21 +70,6 @@ MAX_RETRY_DELAY_SECONDS = 900.0
 # Retry delays are shortened by up to this fraction, at random: rows that failed together
 # (say, during one bad deploy) do not all come back in the same instant.
 RETRY_JITTER = 0.1
-
-
-def backoff_delay(failures: int, cap: float) -> float:
-    """Exponential back-off after `failures` consecutive failures, capped."""
-    if failures <= 0:
-        return 0.0
-    return min(cap, INITIAL_BACKOFF_SECONDS * 2.0 ** min(failures - 1, 30))
-
-
-def retry_delay(attempts: int, base: float, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
-    """Wait before the next processing attempt of a row whose `attempts` attempts all failed:
-    base, 2 x base, 4 x base, ... capped at `cap` (or at `base`, should that be larger)."""
-    if attempts <= 0:
-        return 0.0
-    return min(max(cap, base), base * 2.0 ** min(attempts - 1, 30))
 
 
 def should_park(attempts: int, max_retries: int) -> bool:
@@ -147,7 +129,7 @@ class OutboxRelay:
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
-        sink: EventSink,
+        destination: OutboxDestination,
         wakeup: asyncio.Event,
         *,
         batch_size: int = 100,
@@ -159,7 +141,7 @@ class OutboxRelay:
         max_retry_delay_seconds: float = MAX_RETRY_DELAY_SECONDS,
     ) -> None:
         self._session_factory = session_factory
-        self._sink = sink
+        self._destination = destination
         self._wakeup = wakeup
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -184,16 +166,18 @@ class OutboxRelay:
         cache: OrderCache,
         wakeup: asyncio.Event,
     ) -> OutboxRelay:
-        sink: EventSink
+        destination: OutboxDestination
         if settings.RABBITMQ_URL:
-            sink = RabbitPublisher(settings.RABBITMQ_URL, settings.OUTBOX_PUBLISH_TIMEOUT_SECONDS)
+            destination = RabbitPublisher(
+                settings.RABBITMQ_URL, settings.OUTBOX_PUBLISH_TIMEOUT_SECONDS
+            )
         else:
-            sink = InProcessDispatcher(
+            destination = InProcessDestination(
                 session_factory, cache, settings.ORDER_PROCESSING_DELAY_SECONDS
             )
         return cls(
             session_factory,
-            sink,
+            destination,
             wakeup,
             batch_size=settings.OUTBOX_BATCH_SIZE,
             poll_seconds=settings.OUTBOX_POLL_SECONDS,
@@ -218,7 +202,7 @@ class OutboxRelay:
             except TimeoutError:
                 logger.warning("outbox relay did not stop in time; cancelled")
             self._task = None
-        await self._sink.close()
+        await self._destination.close()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -227,18 +211,18 @@ class OutboxRelay:
                 outcome = await self.relay_once()
                 await self._purge_when_due()
                 await self._refresh_parked_gauge_when_due(force=outcome.parked > 0)
-            except (SinkUnavailableError, SQLAlchemyError, OSError) as error:
+            except (DestinationUnavailableError, SQLAlchemyError, OSError) as error:
                 self._record_failure(repr(error))
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             except Exception as error:
                 logger.exception("outbox relay iteration failed")
                 self._record_failure(repr(error))
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             if outcome.refused:
                 self._record_failure(f"{outcome.refused} events not confirmed")
-                await self._pause(backoff_delay(self.stats.consecutive_failures, self._max_backoff))
+                await self._pause(self._backoff())
                 continue
             # Processing failures of single records are not the relay's failures: those rows
             # wait for their own retry time and the next claim moves on to other rows.
@@ -249,7 +233,7 @@ class OutboxRelay:
     # --- one batch ----------------------------------------------------------------------------
     async def relay_once(self) -> BatchOutcome:
         """Connect if needed, then relay one batch: the loop's body without its waiting."""
-        await self._sink.connect()
+        await self._destination.connect()
         return await self.relay_batch()
 
     async def relay_batch(self) -> BatchOutcome:
@@ -270,7 +254,7 @@ class OutboxRelay:
             if not records:
                 return BatchOutcome(0, 0)
             started = time.perf_counter()
-            answers = await self._sink.deliver(records)
+            answers = await self._destination.deliver(records)
             OUTBOX_PUBLISH_SECONDS.observe(time.perf_counter() - started)
             if len(answers) != len(rows):
                 raise RuntimeError(f"{len(answers)} answers for {len(rows)} records")
@@ -322,7 +306,7 @@ class OutboxRelay:
                 },
             )
             return True
-        delay = retry_delay(row.attempts, self._retry_delay, self._max_retry_delay)
+        delay = exponential_delay(row.attempts, self._retry_delay, self._max_retry_delay)
         delay *= 1.0 - RETRY_JITTER * random.random()  # noqa: S311 - not security relevant
         row.next_attempt_at = now + timedelta(seconds=delay)
         due = time.monotonic() + delay
@@ -397,6 +381,12 @@ class OutboxRelay:
             extra={"error": error, "consecutive_failures": self.stats.consecutive_failures},
         )
 
+    def _backoff(self) -> float:
+        """The pause after the current run of failures (an outage, not a poison row)."""
+        return exponential_delay(
+            self.stats.consecutive_failures, INITIAL_BACKOFF_SECONDS, self._max_backoff
+        )
+
     async def _pause(self, seconds: float) -> None:
         """Back-off sleep that a stop request interrupts (a wake-up does not: we are failing).
 
@@ -408,39 +398,3 @@ class OutboxRelay:
     async def _wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
-
-
-async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
-    """A relay on its own (`python -m oms.pipeline.relay`), for deployments that do not run it
-    inside the API; wakes up on the poll interval only."""
-    engine = create_engine(settings)
-    cache = build_order_cache(settings)
-    relay = OutboxRelay.from_settings(
-        settings, create_session_factory(engine), cache, asyncio.Event()
-    )
-    relay.start()
-    try:
-        await stop.wait()
-    finally:
-        await relay.stop()
-        await cache.close()
-        await engine.dispose()
-
-
-def main() -> None:
-    settings = get_settings()
-    configure_logging("relay", settings.LOG_LEVEL)
-    configure_tracing("oms-relay")
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_relay(settings, stop)
-
-    asyncio.run(serve())
-
-
-if __name__ == "__main__":
-    main()

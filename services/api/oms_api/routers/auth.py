@@ -9,10 +9,10 @@ from fastapi import APIRouter, Form, Response, status
 from oms.schemas import TokenOut, UserOut, UserRegister
 from oms.security.passwords import hash_password_async, verify_password_async
 from oms.security.tokens import issue_access_token
-from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
+from oms.users.repository import UserRepository
 from oms_api.deps import SessionDep, StateDep
 from oms_api.jsonbody import StrictJSONRoute
-from oms_api.problems import ProblemError
+from oms_api.problems import ProblemError, ProblemType
 from oms_api.routing import route
 
 router = APIRouter(tags=["auth"], route_class=StrictJSONRoute)
@@ -36,16 +36,8 @@ NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
 )
 async def register(body: UserRegister, session: SessionDep) -> UserOut:
     hashed = await hash_password_async(body.password)
-    try:
-        async with session.begin():
-            user = await UserRepository(session).add(body.email, hashed)
-    except EmailAlreadyRegisteredError as error:
-        raise ProblemError(
-            409,
-            "An account with this email already exists.",
-            kind="email-taken",
-            title="Email already registered",
-        ) from error
+    async with session.begin():
+        user = await UserRepository(session).add(body.email, hashed)
     return UserOut.model_validate(user)
 
 
@@ -76,7 +68,7 @@ async def token(
         raise ProblemError(
             401,
             "Incorrect email or password.",
-            kind="invalid-credentials",
+            kind=ProblemType.INVALID_CREDENTIALS,
             title="Invalid credentials",
             headers={"WWW-Authenticate": "Bearer", **NO_STORE},
         )
@@ -84,7 +76,7 @@ async def token(
         raise ProblemError(
             403,
             "This account is disabled.",
-            kind="account-disabled",
+            kind=ProblemType.ACCOUNT_DISABLED,
             title="Account disabled",
             headers=NO_STORE,
         )

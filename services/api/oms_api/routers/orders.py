@@ -1,4 +1,7 @@
-"""Order routes: create, read (cached), change status, list a user's orders."""
+"""Order routes: create, read (cached), change status, list a user's orders.
+
+The service's domain errors (order not found, transition rejected, ...) are not caught here:
+`oms_api.problems` answers each with its problem document."""
 
 from __future__ import annotations
 
@@ -7,15 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from oms.orders.service import (
-    AccessDeniedError,
-    IdempotencyKeyReusedError,
-    InvalidCursorError,
-    OrderNotFoundError,
-    TransitionRejectedError,
-    UserNotFoundError,
-    serialize_order,
-)
+from oms.orders.service import serialize_order
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from oms.telemetry import current_trace_headers
 from oms_api.deps import CurrentUser, OrderServiceDep, StateDep
@@ -38,10 +33,6 @@ IdempotencyKeyHeader = Annotated[
         description="Retry-safe creation: the same key and body return the first order.",
     ),
 ]
-
-
-def _not_found(order_id: uuid.UUID) -> ProblemError:
-    return ProblemError(404, f"Order {order_id} does not exist.", kind="order-not-found")
 
 
 def _json(body: bytes, carried: Response, status_code: int = status.HTTP_200_OK) -> Response:
@@ -70,24 +61,9 @@ async def create_order(
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    try:
-        created = await orders.create(
-            user.user_id, body, idempotency_key, trace_headers=current_trace_headers()
-        )
-    except IdempotencyKeyReusedError as error:
-        raise ProblemError(
-            422,
-            "This Idempotency-Key was already used with a different request body.",
-            kind="idempotency-key-reused",
-            title="Idempotency key reused",
-        ) from error
-    except UserNotFoundError as error:
-        raise ProblemError(
-            401,
-            "The account behind this token no longer exists.",
-            kind="invalid-token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from error
+    created = await orders.create(
+        user.user_id, body, idempotency_key, trace_headers=current_trace_headers()
+    )
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
@@ -108,10 +84,7 @@ async def create_order(
 async def get_order(
     order_id: uuid.UUID, user: CurrentUser, orders: OrderServiceDep, response: Response
 ) -> Response:
-    try:
-        body = await orders.get_json(order_id, user)
-    except OrderNotFoundError as error:
-        raise _not_found(order_id) from error
+    body = await orders.get_json(order_id, user)
     return _json(body, response)
 
 
@@ -127,31 +100,7 @@ async def get_order(
 async def update_order(
     order_id: uuid.UUID, body: OrderStatusUpdate, user: CurrentUser, orders: OrderServiceDep
 ) -> OrderOut:
-    try:
-        order, previous = await orders.change_status(order_id, body.status, user)
-    except OrderNotFoundError as error:
-        raise _not_found(order_id) from error
-    except TransitionRejectedError as rejected:
-        allowed = [target.value for target in rejected.allowed]
-        if rejected.illegal:
-            raise ProblemError(
-                409,
-                f"An order in status {rejected.current.value} cannot become "
-                f"{rejected.target.value}.",
-                kind="illegal-transition",
-                title="Illegal status transition",
-                current_status=rejected.current.value,
-                allowed_transitions=allowed,
-            ) from rejected
-        raise ProblemError(
-            403,
-            f"Only an admin may change an order from {rejected.current.value} to "
-            f"{rejected.target.value}; an owner may only cancel.",
-            kind="transition-forbidden",
-            title="Transition not permitted",
-            current_status=rejected.current.value,
-            allowed_transitions=allowed,
-        ) from rejected
+    order, previous = await orders.change_status(order_id, body.status, user)
     STATUS_TRANSITIONS.labels(previous.value, order.status.value).inc()
     return OrderOut.model_validate(order)
 
@@ -183,16 +132,4 @@ async def list_user_orders(
             message,
             errors=[{"loc": ["query", "limit"], "msg": message, "type": "less_than_equal"}],
         )
-    try:
-        return await orders.list_for_user(user_id, user, limit, cursor)
-    except AccessDeniedError as error:
-        raise ProblemError(403, "You may only list your own orders.") from error
-    except UserNotFoundError as error:
-        raise ProblemError(404, f"User {user_id} does not exist.", kind="user-not-found") from error
-    except InvalidCursorError as error:
-        raise ProblemError(
-            422,
-            str(error),
-            kind="validation-error",
-            errors=[{"loc": ["query", "cursor"], "msg": str(error), "type": "value_error"}],
-        ) from error
+    return await orders.list_for_user(user_id, user, limit, cursor)

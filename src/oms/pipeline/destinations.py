@@ -1,7 +1,7 @@
 """Where the outbox relay delivers events: RabbitMQ with publisher confirms, or (embedded mode,
 no RabbitMQ configured) straight into the processing function in this process.
 
-A sink answers each record of a batch with a `Delivery`:
+A destination answers each record of a batch with a `Delivery`:
 - `DELIVERED`: the destination has it for good; the relay marks the row sent.
 - `FAILED`: the destination took it and processing failed *because of this record* (the error
   says why): the relay counts an attempt, schedules a retry with back-off, and parks the row
@@ -40,7 +40,7 @@ from oms.pipeline.processing import process_order
 from oms.pipeline.topology import Topology, declare_topology
 from oms.telemetry import context_from_headers, current_trace_headers, instrument_aio_pika, tracer
 
-logger = logging.getLogger("oms.pipeline.sinks")
+logger = logging.getLogger("oms.pipeline.destinations")
 _tracer = tracer("oms.pipeline.relay")
 
 
@@ -59,7 +59,7 @@ def _relay_span_attributes(record: OutboxRecord) -> dict[str, str]:
     }
 
 
-class SinkUnavailableError(ConnectionError):
+class DestinationUnavailableError(ConnectionError):
     """The destination cannot take events right now; the relay backs off and retries."""
 
 
@@ -107,9 +107,9 @@ def describe_error(error: BaseException) -> str:
     return described.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-class EventSink(Protocol):
+class OutboxDestination(Protocol):
     async def connect(self) -> None:
-        """Make sure the destination is reachable; raise SinkUnavailableError if not."""
+        """Make sure the destination is reachable; raise DestinationUnavailableError if not."""
 
     async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
         """Hand over a batch; the destination's answer for each record, in order."""
@@ -143,13 +143,13 @@ class RabbitPublisher:
             self._topology = await asyncio.wait_for(declare_topology(channel), self._timeout)
         except (AMQPException, OSError, TimeoutError) as error:
             await self.close()
-            raise SinkUnavailableError(f"RabbitMQ unavailable: {error!r}") from error
+            raise DestinationUnavailableError(f"RabbitMQ unavailable: {error!r}") from error
 
     async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
         """Confirmed messages are delivered; anything else (nack, return, publish error) is
         the broker's problem, not the record's: deferred, never counted towards parking."""
         if self._topology is None:
-            raise SinkUnavailableError("not connected")
+            raise DestinationUnavailableError("not connected")
         exchange = self._topology.exchange
         confirmations = await asyncio.gather(
             *(self._publish(exchange, record) for record in records),
@@ -197,7 +197,7 @@ class RabbitPublisher:
                 logger.debug("closing a broken connection", extra={"error": repr(error)})
 
 
-class InProcessDispatcher:
+class InProcessDestination:
     """The embedded mode's stand-in for RabbitMQ + consumer + Celery: processes each event in
     this process with the same function the Celery task runs.
 
