@@ -23,7 +23,7 @@ from tests.cluster.support import (
     token_kubeconfig,
     unique,
 )
-from tests.pipeline.support import free_port
+from tests.harness import free_port
 
 HERE = Path(__file__).resolve().parent
 
