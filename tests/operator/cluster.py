@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -50,12 +49,6 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         shortnames={"omsys"},
         subresources={"status"},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def server_metadata(name: str, namespace: str) -> dict[str, Any]:

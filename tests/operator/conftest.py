@@ -17,8 +17,9 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, declare_resources, free_port
+from tests.operator.cluster import Cluster, declare_resources
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from oms_operator.telemetry import exporting_enabled
+from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, condition, eventually, free_port
+from tests.operator.cluster import Cluster, condition, eventually
 from tests.operator.conftest import OperatorFactory, ordersystem_spec
 
 pytestmark = pytest.mark.slow

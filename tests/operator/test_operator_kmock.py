@@ -15,8 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, condition, eventually, free_port
+from tests.operator.cluster import Cluster, condition, eventually
 from tests.operator.conftest import OperatorFactory, ordersystem_spec, publish
 from tests.operator.crd import errors, openapi_schema
 

@@ -15,8 +15,8 @@ from oms_operator.queues import (
     unacked_from_management,
     vhost_of,
 )
+from tests.harness import free_port
 from tests.infra import RABBITMQ_MANAGEMENT_URL, RABBITMQ_URL
-from tests.operator.cluster import free_port
 from tests.operator.conftest import publish
 from tests.pipeline.support import eventually
 
