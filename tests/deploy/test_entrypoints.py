@@ -278,3 +278,6 @@ def test_image_installs_only_its_member_and_the_library(
     member = tomllib.loads((REPO / dockerfile).with_name("pyproject.toml").read_text())["project"]
     assert ours == str(sorted(["oms", member["name"]]))
     assert foreign == "[]"
+    # The dev stage (Tilt) restarts the process with watchfiles from the same venv.
+    assert "watchfiles" in (REPO / dockerfile).read_text()
+    assert (installed.venv / "bin" / "watchfiles").is_file()
