@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from oms.security.keys import (
+from oms.security.jwk import (
     KeyConfigurationError,
     key_id,
     load_private_key,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from oms.security.keys import generate_private_key, private_key_to_pem
+from oms.security.jwk import generate_private_key, private_key_to_pem
 from oms_operator import metrics
 from oms_operator.conditions import (
     KEYS_READY,

@@ -3,6 +3,7 @@ issue asks (non-root, signals, ports, labels, entry command = a console script o
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import sys
 import tomllib
@@ -71,8 +72,9 @@ def test_production_stage(service: str) -> None:
     assert image.exposed == ports
     assert image.labels.keys() >= OCI_LABELS
     assert image.command == [script]
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert script in scripts
+    # The entry command is a console script of the member the Dockerfile sits beside.
+    member = tomllib.loads((path.parent / "pyproject.toml").read_text())["project"]
+    assert script in member["scripts"]
     assert image.env["PATH"].startswith("/opt/venv/bin")
     # Only the venv comes from the builder: no uv, no sources, no build tools.
     copies = [
@@ -98,8 +100,21 @@ def test_builder_installs_from_the_lock_file(service: str) -> None:
     ]
     assert len(runs) == 2
     assert all("--frozen" in run and "--no-dev" in run for run in runs)
-    assert "--no-install-project" in runs[0]
+    # Only this member (and the library it depends on), never the whole workspace.
+    member = tomllib.loads((DOCKERFILES[service][0].parent / "pyproject.toml").read_text())
+    assert all(f"--package {member['project']['name']}" in run for run in runs)
+    assert "--no-install-workspace" in runs[0]
     assert "--no-editable" in runs[1]
+
+
+@pytest.mark.parametrize("service", DOCKERFILES)
+def test_builder_mounts_every_workspace_member_for_the_dependency_layer(service: str) -> None:
+    """uv needs every member's pyproject.toml to read the workspace; a member added to the
+    workspace but not mounted would fail only at `docker build`."""
+    workspace = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    text = DOCKERFILES[service][0].read_text()
+    for member in workspace["members"]:
+        assert f"source={member}/pyproject.toml,target={member}/pyproject.toml" in text
 
 
 def test_dockerignore_sends_only_what_the_builder_copies() -> None:
@@ -110,5 +125,9 @@ def test_dockerignore_sends_only_what_the_builder_copies() -> None:
     ]
     assert lines[0] == "*"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert {"pyproject.toml", "uv.lock", "README.md", "src"} <= included
+    assert {"pyproject.toml", "uv.lock", "README.md", "src/oms"} <= included
+    # Every member's pyproject.toml (uv reads them all) and package, nothing else of its folder.
+    workspace = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    for member in workspace["members"]:
+        assert any(fnmatch.fnmatch(f"{member}/pyproject.toml", name) for name in included), member
     assert not any(name.startswith((".venv", "tests", ".tools", "data")) for name in included)

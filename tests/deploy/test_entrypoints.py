@@ -1,7 +1,9 @@
-"""Each image's entry command, started exactly as its Dockerfile would start it, from an installed
-wheel of the project (no source tree): a fresh venv gets the locked dependencies and the wheel,
-the command comes from the Dockerfile's CMD and its environment from the Dockerfile's ENV, and the
-process runs from a directory outside the repository against real local services."""
+"""Each image's entry command, started exactly as its Dockerfile would start it, from installed
+wheels (no source tree): a fresh venv per workspace member gets what its Dockerfile's builder
+installs (`uv sync --frozen --no-dev --package <member> --no-editable`: the locked dependencies of
+that member only, the member and the shared library as wheels), the command comes from the
+Dockerfile's CMD and its environment from the Dockerfile's ENV, and the process runs from a
+directory outside the repository against real local services."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,37 +51,40 @@ class InstalledWheel:
     workdir: Path
 
 
+class Installer:
+    """One venv per workspace member, built on first use and kept for the session."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._venvs: dict[str, InstalledWheel] = {}
+
+    def __call__(self, dockerfile: Path) -> InstalledWheel:
+        member = tomllib.loads((dockerfile.parent / "pyproject.toml").read_text())["project"]
+        name = str(member["name"])
+        if name not in self._venvs:
+            root = self._root / name
+            root.mkdir()
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if key not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
+            }
+            env |= {"UV_PROJECT_ENVIRONMENT": str(root / "venv"), "UV_PYTHON": "3.11"}
+            # What the Dockerfile's builder runs (both steps at once: no layer cache to keep).
+            _run(
+                [_uv(), "sync", "--frozen", "--no-dev", "--package", name, "--no-editable"],
+                cwd=REPO,
+                env=env,
+            )
+            workdir = root / "app"
+            workdir.mkdir()
+            self._venvs[name] = InstalledWheel(venv=root / "venv", workdir=workdir)
+        return self._venvs[name]
+
+
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
-    """Built and installed once per session: the wheel plus exactly the locked dependencies."""
-    root = tmp_path_factory.mktemp("image")
-    uv = _uv()
-    _run([uv, "build", "--wheel", "--out-dir", str(root / "dist"), str(REPO)], cwd=REPO)
-    (wheel,) = (root / "dist").glob("order_management_system-*.whl")
-    requirements = root / "requirements.txt"
-    _run(
-        [
-            uv,
-            "export",
-            "--frozen",
-            "--no-dev",
-            "--no-hashes",
-            "--no-emit-project",
-            "--format",
-            "requirements-txt",
-            "--output-file",
-            str(requirements),
-        ],
-        cwd=REPO,
-    )
-    venv = root / "venv"
-    _run([uv, "venv", "--python", "3.11", str(venv)], cwd=root)
-    python = str(venv / "bin" / "python")
-    _run([uv, "pip", "install", "--python", python, "-r", str(requirements)], cwd=root)
-    _run([uv, "pip", "install", "--python", python, "--no-deps", str(wheel)], cwd=root)
-    workdir = root / "app"
-    workdir.mkdir()
-    return InstalledWheel(venv=venv, workdir=workdir)
+def install(tmp_path_factory: pytest.TempPathFactory) -> Installer:
+    return Installer(tmp_path_factory.mktemp("images"))
 
 
 def image_env(image: Image, installed: InstalledWheel, **overrides: str) -> dict[str, str]:
@@ -174,9 +180,10 @@ def vhost() -> Iterator[str]:
 
 
 def test_api_image_command_serves_health_and_stops_cleanly(
-    installed: InstalledWheel, tmp_path: Path
+    install: Installer, tmp_path: Path
 ) -> None:
     image = parse(REPO / "services/api/Dockerfile")
+    installed = install(REPO / "services/api/Dockerfile")
     port = free_port()
     # Only what differs from the image: a writable data dir here, and loopback for the test.
     env = image_env(
@@ -205,9 +212,10 @@ def test_api_image_command_serves_health_and_stops_cleanly(
     ids=["consumer", "worker"],
 )
 def test_pipeline_image_command_becomes_ready_and_stops_cleanly(
-    installed: InstalledWheel, tmp_path: Path, vhost: str, dockerfile: str, port_setting: str
+    install: Installer, tmp_path: Path, vhost: str, dockerfile: str, port_setting: str
 ) -> None:
     image = parse(REPO / dockerfile)
+    installed = install(REPO / dockerfile)
     assert port_setting in image.env
     port = free_port()
     prefix = f"test:image:{uuid.uuid4().hex[:10]}:"
@@ -234,11 +242,42 @@ def test_pipeline_image_command_becomes_ready_and_stops_cleanly(
         stop_with_the_image_stop_signal(image, process)
 
 
-def test_operator_image_command_resolves_from_the_wheel(installed: InstalledWheel) -> None:
+def test_operator_image_command_resolves_from_the_wheel(install: Installer) -> None:
     """Kopf needs a Kubernetes API to start; without a cluster we prove the entry point and every
     module it imports (the handlers register on import) load from the installed wheel."""
     image = parse(REPO / "operator/Dockerfile")
+    installed = install(REPO / "operator/Dockerfile")
     env = image_env(image, installed)
     assert_loaded_from_venv(installed, env, image.command[0])
     code = "import oms_operator.main, oms_operator.handlers, kopf; print(kopf.__version__)"
     assert _run(["python", "-c", code], cwd=installed.workdir, env=env).strip()
+
+
+# What each image must not carry (issue 12): the other processes' frameworks.
+FOREIGN = {
+    "services/api/Dockerfile": ("kopf", "kubernetes_asyncio", "celery"),
+    "services/consumer/Dockerfile": ("fastapi", "uvicorn", "kopf", "kubernetes_asyncio"),
+    "services/worker/Dockerfile": ("fastapi", "uvicorn", "kopf", "kubernetes_asyncio"),
+    "operator/Dockerfile": ("sqlalchemy", "fastapi", "uvicorn", "celery", "alembic"),
+}
+
+
+@pytest.mark.parametrize("dockerfile", FOREIGN, ids=lambda path: path.split("/")[-2])
+def test_image_installs_only_its_member_and_the_library(
+    install: Installer, dockerfile: str
+) -> None:
+    installed = install(REPO / dockerfile)
+    python = str(installed.venv / "bin" / "python")
+    code = (
+        "import importlib.util as u, importlib.metadata as m; "
+        "print(sorted(d.metadata['Name'] for d in m.distributions() "
+        "if d.metadata['Name'].startswith('oms'))); "
+        f"print([name for name in {FOREIGN[dockerfile]!r} if u.find_spec(name)])"
+    )
+    ours, foreign = _run([python, "-c", code], cwd=installed.workdir).splitlines()
+    member = tomllib.loads((REPO / dockerfile).with_name("pyproject.toml").read_text())["project"]
+    assert ours == str(sorted(["oms", member["name"]]))
+    assert foreign == "[]"
+    # The dev stage (Tilt) restarts the process with watchfiles from the same venv.
+    assert "watchfiles" in (REPO / dockerfile).read_text()
+    assert (installed.venv / "bin" / "watchfiles").is_file()

@@ -9,7 +9,7 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oms.security.keys import generate_private_key, key_id, load_private_key, private_key_to_pem
+from oms.security.jwk import generate_private_key, key_id, load_private_key, private_key_to_pem
 from oms_operator.keys import (
     LIFECYCLE_ANNOTATION,
     KeyAction,
