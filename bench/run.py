@@ -849,9 +849,10 @@ async def bench(options: Options) -> dict[str, Any]:
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
     peaks = {service.name: round(service.peak_rss, 1) for service in run.services}
     figures = compute_figures(measured.rounds, measured.pipeline, peaks)
-    if "api" in peaks:
-        # The API's process tree (supervisor included) shared among its workers: an upper bound.
-        figures["peak_rss_api_per_worker_mb"] = peaks["api"] / options.api_workers
+    for service in run.services:
+        if service.name == "api":
+            # The largest peak of one process of the API's tree: one uvicorn worker.
+            figures["peak_rss_api_per_worker_mb"] = round(service.peak_process_rss, 1)
     figures.update(
         open_loop_figures(measured.get_half, measured.create_half, measured.pipeline_half)
     )
