@@ -129,16 +129,17 @@ def test_pipeline_vs_create_is_pipeline_orders_over_created_orders() -> None:
     assert figures["pipeline_vs_create"] == pytest.approx(0.5)
 
 
-def test_floor_app_answers_the_get_with_the_given_bytes_and_wants_a_bearer() -> None:
+async def test_floor_app_answers_the_get_with_the_given_bytes_and_wants_a_bearer() -> None:
+    import httpx
     from bench.floor_app import BODY, app
-    from fastapi.testclient import TestClient
 
-    client = TestClient(app)
-    answered = client.get("/orders/abc/", headers={"Authorization": "Bearer x.y.z"})
-    assert answered.status_code == 200
-    assert answered.content == BODY
-    assert answered.headers["content-type"] == "application/json"
-    assert client.get("/orders/abc/").status_code == 401
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://floor") as client:
+        answered = await client.get("/orders/abc/", headers={"Authorization": "Bearer x.y.z"})
+        assert answered.status_code == 200
+        assert answered.content == BODY
+        assert answered.headers["content-type"] == "application/json"
+        assert (await client.get("/orders/abc/")).status_code == 401
 
 
 # --- vegeta's output ----------------------------------------------------------------------
