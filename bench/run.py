@@ -527,6 +527,25 @@ class Run:
             await asyncio.sleep(0.2)
         return True
 
+    async def wait_outbox_drained(self, within_seconds: float) -> bool:
+        """Until the relay (inside the API) has published every outbox row: the fixed-rate
+        runs should not share the API's CPU with the backlog of the rounds' creates."""
+        started = time.monotonic()
+        deadline = started + within_seconds
+        while True:
+            unsent = await self.fetch(
+                "SELECT count(*) AS n FROM outbox_events "
+                "WHERE sent_at IS NULL AND dead_lettered_at IS NULL"
+            )
+            if int(unsent[0]["n"]) == 0:
+                waited = round(time.monotonic() - started, 2)
+                self.details.setdefault("outbox_drain_wait_s", []).append(waited)
+                return True
+            if time.monotonic() > deadline:
+                self.log(f"outbox: {unsent[0]['n']} events still unsent, measuring anyway")
+                return False
+            await asyncio.sleep(0.2)
+
     async def pipeline_run(self, user_id: int) -> PipelineRun:
         rows = await self.fetch(
             "SELECT extract(epoch FROM created_at)::float8 AS created, "
@@ -811,11 +830,13 @@ async def measure(run: Run) -> Measured:
         get_rate = half_rate(median_ok_per_s(get_cached))
         run.log(f"open loop: cached GET at a fixed {get_rate}/s (half of saturation)")
         get_targets = run.get_targets(url, creator.token, order_ids)
+        await run.wait_outbox_drained(within_seconds=60)
         async with run.measured("get_at_half", seconds, profile=False):
             measured.get_half = await run.vegeta(get_targets, get_rate, seconds, "get_at_half")
         create_rate = half_rate(median_ok_per_s(create))
         run.log(f"open loop: create at a fixed {create_rate}/s (half of saturation)")
         create_targets = run.create_targets(url, creator.token, "create_half")
+        await run.wait_outbox_drained(within_seconds=60)
         async with run.measured("create_at_half", seconds, profile=False):
             measured.create_half = await run.vegeta(
                 create_targets, create_rate, seconds, "create_at_half"
