@@ -27,5 +27,5 @@ bench-tools: $(VEGETA_STAMP) ## install wrk (Debian package) unless present, bui
 	@wrk --version 2>&1 | head -1; pgbench --version; echo "vegeta $(VEGETA_VERSION)"
 
 .PHONY: bench
-bench: install services bench-tools ## benchmark API + pipeline vs bare ASGI and pgbench (~4 min)
+bench: install services bench-tools ## benchmark API + pipeline vs bare ASGI and pgbench (~3 min)
 	$(RUN) python -m bench.run $(BENCH_ARGS)
