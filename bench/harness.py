@@ -147,6 +147,9 @@ class Rounds:
     baseline_cpu_s: Sequence[float] = ()
     get_cpu_s: Sequence[float] = ()
     create_cpu_s: Sequence[float] = ()
+    # The FastAPI floor (bench/floor_app.py), run in the same rounds, right before the GET.
+    floor: Sequence[WrkResult] = ()
+    floor_cpu_s: Sequence[float] = ()
 
 
 def per_cpu_second(results: Sequence[WrkResult], cpu_seconds: Sequence[float]) -> list[float]:
@@ -180,6 +183,9 @@ def compute_figures(
     if baseline:
         figures["baseline_per_s"] = median(baseline)
         figures["baseline_p99_ms"] = median([result.p99_ms for result in rounds.baseline])
+    floor = [result.ok_per_s for result in rounds.floor]
+    if floor:
+        figures["floor_per_s"] = median(floor)
     if rounds.pgbench_tps:
         figures["pgbench_tps"] = median(rounds.pgbench_tps)
     if create and baseline:
@@ -199,6 +205,13 @@ def compute_figures(
         figures["create_per_cpu_s"] = median(create_cost)
     if get_cost and baseline_cost:
         figures["get_cpu_vs_baseline"] = paired_ratio(get_cost, baseline_cost)
+    if get_cached and floor:
+        figures["get_vs_floor"] = paired_ratio(get_cached, floor)
+    floor_cost = per_cpu_second(rounds.floor, rounds.floor_cpu_s)
+    if floor_cost:
+        figures["floor_per_cpu_s"] = median(floor_cost)
+    if get_cost and floor_cost:
+        figures["get_cpu_vs_floor"] = paired_ratio(get_cost, floor_cost)
     if create_cost and baseline_cost:
         figures["create_cpu_vs_baseline"] = paired_ratio(create_cost, baseline_cost)
     if pipeline is not None:
@@ -206,9 +219,158 @@ def compute_figures(
         figures["pipeline_orders_per_s"] = pipeline.orders_per_s
         figures["pipeline_lag_p50_ms"] = pipeline.lag_ms(0.50)
         figures["pipeline_lag_p99_ms"] = pipeline.lag_ms(0.99)
+        if create:
+            figures["pipeline_vs_create"] = ratio(pipeline.orders_per_s, median(create))
     for service, megabytes in sorted(peak_rss_mb.items()):
         figures[f"peak_rss_{service}_mb"] = megabytes
     return figures
+
+
+# --- open loop: a fixed arrival rate (vegeta), so a slow response delays no later request -----
+@dataclass(frozen=True, slots=True)
+class OpenLoopResult:
+    """One vegeta attack: every request sent on schedule, its latency measured whatever
+    happened to the ones before it (no coordinated omission)."""
+
+    rate_per_s: float  # the rate asked for
+    requests: int
+    ok: int  # responses with a 2xx status
+    sent_per_s: float  # the rate vegeta achieved (report's `rate`)
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+    @property
+    def error_ratio(self) -> float:
+        return (self.requests - self.ok) / self.requests if self.requests else 0.0
+
+
+def half_rate(saturation_per_s: float, fraction: float = 0.5) -> int:
+    """The fixed arrival rate for the open-loop runs: `fraction` of the saturation throughput
+    measured in the same run, in whole requests per second, never below 1."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} outside (0, 1]")
+    if saturation_per_s <= 0 or not math.isfinite(saturation_per_s):
+        raise ValueError(f"no saturation throughput to take a share of: {saturation_per_s}")
+    return max(1, math.floor(saturation_per_s * fraction))
+
+
+def parse_vegeta_latencies_ms(encoded: str) -> list[float]:
+    """Latencies (ms) of every result in `vegeta encode --to=json` output (one JSON object a
+    line, `latency` in nanoseconds). Failed requests keep their latency: dropping them would
+    flatter the tail."""
+    latencies: list[float] = []
+    for line in encoded.splitlines():
+        if not line.strip():
+            continue
+        try:
+            latencies.append(float(json.loads(line)["latency"]) / 1e6)
+        except (ValueError, KeyError, TypeError) as error:
+            raise BenchOutputError(f"not a vegeta result line: {line[:200]}") from error
+    return latencies
+
+
+def parse_vegeta_report(report: str, encoded: str, rate_per_s: float) -> OpenLoopResult:
+    """An OpenLoopResult from `vegeta report -type=json` (counts, achieved rate, max) and the
+    encoded results (the percentiles, p99.9 included, which the report lacks)."""
+    try:
+        data = json.loads(report)
+        codes: Mapping[str, int] = data.get("status_codes") or {}
+        requests = int(data["requests"])
+        sent = float(data["rate"])
+        max_ms = float(data["latencies"]["max"]) / 1e6
+    except (ValueError, KeyError, TypeError) as error:
+        raise BenchOutputError(f"not a vegeta JSON report:\n{report[:500]}") from error
+    latencies = parse_vegeta_latencies_ms(encoded)
+    if not latencies:
+        raise BenchOutputError("vegeta recorded no results")
+    return OpenLoopResult(
+        rate_per_s=rate_per_s,
+        requests=requests,
+        ok=sum(int(count) for code, count in codes.items() if code.startswith("2")),
+        sent_per_s=sent,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        p999_ms=percentile(latencies, 0.999),
+        max_ms=max_ms,
+    )
+
+
+def open_loop_figures(
+    get: OpenLoopResult | None,
+    create: OpenLoopResult | None,
+    pipeline: PipelineRun | None,
+) -> dict[str, float]:
+    """The figures of the fixed-rate runs (each at half of its saturation in the same run)."""
+    figures: dict[str, float] = {}
+    for name, result in (("get", get), ("create", create)):
+        if result is None:
+            continue
+        figures[f"{name}_rate_at_half"] = result.rate_per_s
+        figures[f"{name}_p50_ms_at_half"] = result.p50_ms
+        figures[f"{name}_p99_ms_at_half"] = result.p99_ms
+        figures[f"{name}_p999_ms_at_half"] = result.p999_ms
+        figures[f"{name}_errors_at_half"] = result.error_ratio
+    if pipeline is not None and pipeline.lags_s:
+        figures["pipeline_lag_p50_ms_at_half"] = pipeline.lag_ms(0.50)
+        figures["pipeline_lag_p99_ms_at_half"] = pipeline.lag_ms(0.99)
+        figures["pipeline_lag_p999_ms_at_half"] = pipeline.lag_ms(0.999)
+    return figures
+
+
+# --- the targets of issue 15, judged on the figures of one run -------------------------------
+@dataclass(frozen=True, slots=True)
+class Target:
+    figure: str
+    at_least: bool  # True: figure >= bound; False: figure <= bound
+    bound: float
+
+    def describe(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {format_figure(self.bound)}"
+
+    def verdict(self, figures: Mapping[str, float]) -> str:
+        if self.figure not in figures:
+            return "not measured"
+        value = figures[self.figure]
+        met = value >= self.bound if self.at_least else value <= self.bound
+        return "met" if met else "missed"
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("get_vs_floor", True, 0.5),
+    Target("get_cpu_vs_floor", True, 0.5),
+    Target("create_vs_pgbench", True, 0.3),
+    Target("pipeline_vs_create", True, 0.6),
+    Target("get_p99_ms_at_half", False, 10.0),
+    Target("create_p99_ms_at_half", False, 25.0),
+    Target("pipeline_lag_p99_ms_at_half", False, 500.0),
+    Target("peak_rss_api_per_worker_mb", False, 120.0),
+)
+
+
+def target_table(
+    figures: Mapping[str, float], targets: Sequence[Target] = TARGETS
+) -> list[dict[str, Any]]:
+    """One row per target: figure, target, measured value (None if not measured), verdict."""
+    return [
+        {
+            "figure": target.figure,
+            "target": target.describe(),
+            "value": round(figures[target.figure], 3) if target.figure in figures else None,
+            "verdict": target.verdict(figures),
+        }
+        for target in targets
+    ]
+
+
+def target_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
+    width = max((len(str(row["figure"])) for row in table), default=0)
+    lines = []
+    for row in table:
+        value = "-" if row["value"] is None else format_figure(float(row["value"]))
+        lines.append(f"{row['figure']:<{width}}  {row['target']:<8}  {value:>10}  {row['verdict']}")
+    return lines
 
 
 def format_figure(value: float) -> str:
@@ -282,7 +444,12 @@ def busy_note(load_averages: Iterable[float], cores: int) -> str | None:
 def results_document(
     figures: Mapping[str, float], machine: Mapping[str, Any], details: Mapping[str, Any]
 ) -> dict[str, Any]:
-    return {"figures": rounded(figures), "machine": dict(machine), "details": dict(details)}
+    return {
+        "figures": rounded(figures),
+        "targets": target_table(figures),
+        "machine": dict(machine),
+        "details": dict(details),
+    }
 
 
 # --- profiles (py-spy's collapsed "raw" format: `frame;frame;... count` per line) ------------

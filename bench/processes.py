@@ -65,12 +65,22 @@ def process_tree(root: int) -> set[int]:
 
 def peak_rss_mb(root: int) -> float:
     """Sum of VmHWM over a process and its descendants (uvicorn workers, Celery children)."""
-    total_kib = 0
+    return sum(tree_peaks_kib(root)) / 1024
+
+
+def largest_peak_rss_mb(root: int) -> float:
+    """The largest VmHWM of one process of the tree: for the API, one uvicorn worker (the
+    supervisor does not import the application)."""
+    return max(tree_peaks_kib(root), default=0) / 1024
+
+
+def tree_peaks_kib(root: int) -> list[int]:
+    peaks = []
     for pid in process_tree(root):
         status = _read(Path(f"/proc/{pid}/status"))
         if status:
-            total_kib += vm_hwm_kib(status)
-    return total_kib / 1024
+            peaks.append(vm_hwm_kib(status))
+    return peaks
 
 
 # --- services ------------------------------------------------------------------------------
@@ -79,10 +89,14 @@ class Service(ServiceProcess):
     """A service process (tests.harness) that also remembers its peak memory."""
 
     peak_rss: float = 0.0
+    peak_process_rss: float = 0.0  # the largest of one process (one API worker)
 
     def record_peak_rss(self) -> float:
         if self.running and self.process is not None:
             self.peak_rss = max(self.peak_rss, peak_rss_mb(self.process.pid))
+            self.peak_process_rss = max(
+                self.peak_process_rss, largest_peak_rss_mb(self.process.pid)
+            )
         return self.peak_rss
 
     async def stop(self, grace_seconds: float = 20.0) -> None:

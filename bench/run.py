@@ -8,7 +8,13 @@ processes with production-like settings, and drives them with wrk from a separat
 2. rounds (--rounds of them): the bare ASGI baseline (same JSON, same uvicorn options), the
    cached GET, the create, and pgbench running the INSERTs of one creation, each for
    --duration seconds, one right after the other. Interleaving puts whatever else the machine
-   is doing on both sides of each ratio; the figures are medians over the rounds.
+   is doing on both sides of each ratio; the figures are medians over the rounds. The
+   FastAPI floor (bench/floor_app.py) runs in each round right before the cached GET.
+3. open loop: vegeta sends cached GETs, then creates, at a fixed arrival rate of half the
+   saturation throughput the rounds measured (no coordinated omission: a slow response delays
+   no later request); the pipeline phase likewise creates orders at half the pipeline's
+   saturation and reports the created->processed lag. The targets of issue 15 are judged on
+   the figures and printed next to them.
 
 Figures go to stdout as `name: value` lines and to bench/results/latest.json (or --output).
 """
@@ -38,6 +44,7 @@ import httpx
 from tests.harness import ServiceNotReadyError, free_port, settings_environment
 
 from bench.harness import (
+    OpenLoopResult,
     PipelineRun,
     Rounds,
     WrkResult,
@@ -45,12 +52,17 @@ from bench.harness import (
     compute_figures,
     cpu_model,
     figure_lines,
+    half_rate,
+    median,
     mem_total_mb,
+    open_loop_figures,
     parse_pgbench_latency_ms,
     parse_pgbench_tps,
+    parse_vegeta_report,
     parse_wrk_output,
     profile_shares,
     results_document,
+    target_lines,
     top_shares,
 )
 from bench.processes import (
@@ -72,11 +84,16 @@ REPO_DIR = BENCH_DIR.parent
 WRK_DIR = BENCH_DIR / "wrk"
 PGBENCH_SCRIPT = BENCH_DIR / "pgbench" / "create_order.sql"
 VENV_BIN = Path(sys.executable).parent
+VEGETA = REPO_DIR / ".tools" / "bin" / "vegeta"
+# The body bench/wrk/create.lua posts: without an idempotency key each request is a new order.
+CREATE_BODY = (
+    b'{"items":[{"name":"book","quantity":2},{"name":"pen","quantity":1}],"total_price":"21.40"}'
+)
 PASSWORD = "bench12345"
 # Far above what a 2-core machine can send: the limiter still runs (and costs what it costs),
 # it just never refuses.
 RAISED_LIMIT = "100000000/minute"
-SKIPPABLE = frozenset({"pgbench", "baseline", "pipeline"})
+SKIPPABLE = frozenset({"pgbench", "baseline", "pipeline", "floor", "open-loop"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +114,7 @@ class Options:
     pipeline_orders: int
     pgbench_clients: int
     get_ids: int
+    open_loop_duration: float
     output: Path
     keep_logs: Path
     profile: Path | None
@@ -117,6 +135,12 @@ class Options:
         number("--pipeline-orders", type=int, default=int(env("BENCH_PIPELINE_ORDERS", "3000")))
         number("--pgbench-clients", type=int, default=int(env("BENCH_PGBENCH_CLIENTS", "32")))
         number("--get-ids", type=int, default=1000)
+        number(
+            "--open-loop-duration",
+            type=float,
+            default=float(env("BENCH_OPEN_LOOP_DURATION", "8")),
+            help="seconds of each fixed-rate (vegeta) run",
+        )
         parser.add_argument(
             "--output", type=Path, default=Path(env("BENCH_OUTPUT", "bench/results/latest.json"))
         )
@@ -131,7 +155,7 @@ class Options:
             "--skip",
             default="",
             help="comma-separated phases to leave out while iterating (pgbench,baseline,"
-            "pipeline); a full run, the one to record, skips nothing",
+            "pipeline,floor,open-loop); a full run, the one to record, skips nothing",
         )
         args = parser.parse_args(argv)
         skip = frozenset(part.strip() for part in args.skip.split(",") if part.strip())
@@ -152,6 +176,7 @@ class Options:
             pipeline_orders=args.pipeline_orders,
             pgbench_clients=args.pgbench_clients,
             get_ids=args.get_ids,
+            open_loop_duration=args.open_loop_duration,
             output=args.output,
             keep_logs=args.keep_logs,
             profile=args.profile,
@@ -392,6 +417,55 @@ class Run:
         )
         return tps
 
+    async def vegeta(self, targets: Path, rate: int, duration: float, label: str) -> OpenLoopResult:
+        """One fixed-rate run: vegeta sends `rate` requests a second on schedule (it adds
+        workers when responses are slow instead of waiting for them), round-robin over the
+        `targets` file (vegeta's http format)."""
+        results = targets.with_suffix(".bin")
+        await run_command(
+            str(VEGETA),
+            "attack",
+            f"-targets={targets}",
+            "-format=http",
+            f"-rate={rate}/1s",
+            f"-duration={max(1, round(duration))}s",
+            "-timeout=10s",
+            f"-output={results}",
+        )
+        report = await run_command(str(VEGETA), "report", "-type=json", str(results))
+        encoded = await run_command(str(VEGETA), "encode", "--to=json", str(results))
+        result = parse_vegeta_report(report, encoded, float(rate))
+        results.unlink(missing_ok=True)
+        self.details.setdefault("vegeta", {})[label] = asdict(result)
+        self.log(
+            f"{label}: {result.requests} requests at {rate}/s, p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms, p99.9 {result.p999_ms:.1f} ms"
+        )
+        if result.error_ratio > 0:
+            self.log(f"{label}: {result.requests - result.ok} responses were not 2xx")
+        return result
+
+    def create_targets(self, url: str, token: str, name: str) -> Path:
+        """A vegeta targets file that creates a new order with each request."""
+        body = self.workdir / f"{name}.body.json"
+        body.write_bytes(CREATE_BODY)
+        path = self.workdir / f"{name}.targets"
+        path.write_text(
+            f"POST {url}/orders/\nAuthorization: Bearer {token}\n"
+            f"Content-Type: application/json\n@{body}\n\n"
+        )
+        return path
+
+    def get_targets(self, url: str, token: str, order_ids: list[str]) -> Path:
+        path = self.workdir / "get.targets"
+        path.write_text(
+            "".join(
+                f"GET {url}/orders/{order_id}/\nAuthorization: Bearer {token}\n\n"
+                for order_id in order_ids
+            )
+        )
+        return path
+
     def server_cpu(self, label: str, service: str) -> list[float]:
         """CPU seconds `service` used in each measured run of `label`."""
         runs = self.details.get("cpu_seconds", {}).get(label, [])
@@ -453,6 +527,25 @@ class Run:
             await asyncio.sleep(0.2)
         return True
 
+    async def wait_outbox_drained(self, within_seconds: float) -> bool:
+        """Until the relay (inside the API) has published every outbox row: the fixed-rate
+        runs should not share the API's CPU with the backlog of the rounds' creates."""
+        started = time.monotonic()
+        deadline = started + within_seconds
+        while True:
+            unsent = await self.fetch(
+                "SELECT count(*) AS n FROM outbox_events "
+                "WHERE sent_at IS NULL AND dead_lettered_at IS NULL"
+            )
+            if int(unsent[0]["n"]) == 0:
+                waited = round(time.monotonic() - started, 2)
+                self.details.setdefault("outbox_drain_wait_s", []).append(waited)
+                return True
+            if time.monotonic() > deadline:
+                self.log(f"outbox: {unsent[0]['n']} events still unsent, measuring anyway")
+                return False
+            await asyncio.sleep(0.2)
+
     async def pipeline_run(self, user_id: int) -> PipelineRun:
         rows = await self.fetch(
             "SELECT extract(epoch FROM created_at)::float8 AS created, "
@@ -501,6 +594,19 @@ class Run:
         await baseline.wait_ready()
         return f"http://127.0.0.1:{port}"
 
+    async def start_floor(self) -> str:
+        port = free_port()
+        floor = self.service(
+            "floor",
+            [sys.executable, "-m", "bench.floor_app"],
+            f"http://127.0.0.1:{port}/",
+            PORT=port,
+            BENCH_BASELINE_BODY=sample_order_body().decode(),
+            PYTHONPATH=REPO_DIR,
+        ).start()
+        await floor.wait_ready()
+        return f"http://127.0.0.1:{port}"
+
     async def start_api(self) -> tuple[Service, str]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -509,8 +615,10 @@ class Run:
         return api, url
 
     async def measure_pipeline(
-        self, api: Service, url: str, warm: Account, measured: Account
-    ) -> PipelineRun:
+        self, api: Service, url: str, warm: Account, measured: Account, half: Account | None
+    ) -> tuple[PipelineRun, PipelineRun | None]:
+        """The pipeline at saturation; then, with `half`, at a fixed arrival rate of half the
+        saturation throughput (the lag a pipeline with headroom shows)."""
         consumer_port, worker_port = free_port(), free_port()
         consumer = self.service(
             "consumer",
@@ -558,8 +666,24 @@ class Run:
         }
         if not finished:
             self.log(f"pipeline: only {run.processed}/{run.orders} processed before the timeout")
+        half_run = None
+        if half is not None and run.orders_per_s > 0:
+            rate = half_rate(run.orders_per_s)
+            seconds = self.options.open_loop_duration
+            self.log(f"pipeline: creating at a fixed {rate}/s (half of saturation) for {seconds} s")
+            targets = self.create_targets(url, half.token, "pipeline_half")
+            async with self.measured("pipeline_half", seconds, profile=False):
+                await self.vegeta(targets, rate, seconds, label="pipeline_create_at_half")
+                half_finished = await self.wait_processed(half.user_id, within_seconds=120)
+            half_run = await self.pipeline_run(half.user_id)
+            self.details["pipeline_at_half"] = {
+                "rate_per_s": rate,
+                "orders": half_run.orders,
+                "processed": half_run.processed,
+                "finished": half_finished,
+            }
         await asyncio.gather(consumer.stop(), worker.stop())
-        return run
+        return run, half_run
 
 
 def sample_order_body() -> bytes:
@@ -615,20 +739,34 @@ def git_commit() -> str:
         return "unknown"
 
 
-async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
+@dataclass
+class Measured:
+    rounds: Rounds
+    pipeline: PipelineRun | None = None
+    pipeline_half: PipelineRun | None = None
+    get_half: OpenLoopResult | None = None
+    create_half: OpenLoopResult | None = None
+
+
+async def measure(run: Run) -> Measured:
     """Everything between set-up and tear-down: the pipeline, warm-ups, then the rounds."""
     options = run.options
     await run.prepare()
     ids_file = run.workdir / "order_ids.txt"
     baseline_url = None if "baseline" in options.skip else await run.start_baseline()
+    floor_url = None if "floor" in options.skip else await run.start_floor()
+    open_loop = "open-loop" not in options.skip
     api, url = await run.start_api()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         warm = await run.account(http, "warm")
         pipeline_account = await run.account(http, "pipeline")
         creator = await run.account(http, "create")
-    pipeline = None
+        half_account = await run.account(http, "pipeline-half") if open_loop else None
+    pipeline = pipeline_half = None
     if "pipeline" not in options.skip:
-        pipeline = await run.measure_pipeline(api, url, warm, pipeline_account)
+        pipeline, pipeline_half = await run.measure_pipeline(
+            api, url, warm, pipeline_account, half_account
+        )
 
     run.log("warm-up: creating orders to read")
     create_args = (f"token={creator.token}",)
@@ -641,12 +779,15 @@ async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
     await run.wrk("get.lua", url, options.warmup, *get_args, label="get_warmup")
     if baseline_url is not None:
         await run.wrk("get.lua", baseline_url, options.warmup, *get_args, label="baseline_warmup")
+    if floor_url is not None:
+        await run.wrk("get.lua", floor_url, options.warmup, *get_args, label="floor_warmup")
     pgbench_user = None
     if "pgbench" not in options.skip:
         pgbench_user = await run.pgbench_user()
         await run.pgbench(pgbench_user, options.warmup, label="pgbench_warmup")
 
     baseline: list[WrkResult] = []
+    floor: list[WrkResult] = []
     get_cached: list[WrkResult] = []
     create: list[WrkResult] = []
     pgbench: list[float] = []
@@ -659,6 +800,9 @@ async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
                 baseline.append(
                     await run.wrk("get.lua", baseline_url, seconds, *get_args, label="baseline")
                 )
+        if floor_url is not None:
+            async with run.measured("floor", seconds, profile=False):
+                floor.append(await run.wrk("get.lua", floor_url, seconds, *get_args, label="floor"))
         async with run.measured("get", seconds, api, profile=profile):
             get_cached.append(await run.wrk("get.lua", url, seconds, *get_args, label="get"))
         async with run.measured("create", seconds, api, profile=profile):
@@ -666,9 +810,7 @@ async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
         if pgbench_user is not None:
             async with run.measured("pgbench", seconds, profile=False):
                 pgbench.append(await run.pgbench(pgbench_user, seconds, label="pgbench"))
-    for service in run.services:
-        service.record_peak_rss()
-    return (
+    measured = Measured(
         Rounds(
             baseline,
             get_cached,
@@ -677,9 +819,35 @@ async def measure(run: Run) -> tuple[Rounds, PipelineRun | None]:
             baseline_cpu_s=run.server_cpu("baseline", "baseline"),
             get_cpu_s=run.server_cpu("get", "api"),
             create_cpu_s=run.server_cpu("create", "api"),
+            floor=floor,
+            floor_cpu_s=run.server_cpu("floor", "floor"),
         ),
         pipeline,
+        pipeline_half,
     )
+    if open_loop:
+        seconds = options.open_loop_duration
+        get_rate = half_rate(median_ok_per_s(get_cached))
+        run.log(f"open loop: cached GET at a fixed {get_rate}/s (half of saturation)")
+        get_targets = run.get_targets(url, creator.token, order_ids)
+        await run.wait_outbox_drained(within_seconds=60)
+        async with run.measured("get_at_half", seconds, profile=False):
+            measured.get_half = await run.vegeta(get_targets, get_rate, seconds, "get_at_half")
+        create_rate = half_rate(median_ok_per_s(create))
+        run.log(f"open loop: create at a fixed {create_rate}/s (half of saturation)")
+        create_targets = run.create_targets(url, creator.token, "create_half")
+        await run.wait_outbox_drained(within_seconds=60)
+        async with run.measured("create_at_half", seconds, profile=False):
+            measured.create_half = await run.vegeta(
+                create_targets, create_rate, seconds, "create_at_half"
+            )
+    for service in run.services:
+        service.record_peak_rss()
+    return measured
+
+
+def median_ok_per_s(results: list[WrkResult]) -> float:
+    return median([result.ok_per_s for result in results])
 
 
 async def bench(options: Options) -> dict[str, Any]:
@@ -691,7 +859,7 @@ async def bench(options: Options) -> dict[str, Any]:
     run.log(f"machine: {machine}")
     try:
         async with run.borrowed_infrastructure():
-            rounds, pipeline = await measure(run)
+            measured = await measure(run)
     finally:
         for service in run.services:
             for log_path in service.log_paths:
@@ -701,7 +869,14 @@ async def bench(options: Options) -> dict[str, Any]:
 
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
     peaks = {service.name: round(service.peak_rss, 1) for service in run.services}
-    figures = compute_figures(rounds, pipeline, peaks)
+    figures = compute_figures(measured.rounds, measured.pipeline, peaks)
+    for service in run.services:
+        if service.name == "api":
+            # The largest peak of one process of the API's tree: one uvicorn worker.
+            figures["peak_rss_api_per_worker_mb"] = round(service.peak_process_rss, 1)
+    figures.update(
+        open_loop_figures(measured.get_half, measured.create_half, measured.pipeline_half)
+    )
     notes = [note for note in [busy_note([load_before[0]], os.cpu_count() or 1)] if note]
     details = {
         **run.details,
@@ -718,6 +893,7 @@ async def bench(options: Options) -> dict[str, Any]:
             "warmup_s": options.warmup,
             "pgbench_clients": options.pgbench_clients,
             "pipeline_orders": options.pipeline_orders,
+            "open_loop_duration_s": options.open_loop_duration,
         },
         "notes": notes,
     }
@@ -736,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None or shutil.which("pgbench") is None:
         print("wrk and pgbench are required (make bench installs wrk)", file=sys.stderr)
         return 2
+    if "open-loop" not in options.skip and not VEGETA.exists():
+        print(f"vegeta is required at {VEGETA} (make bench builds it)", file=sys.stderr)
+        return 2
     try:
         document = asyncio.run(bench(options))
     except (BenchSetupError, ServiceNotReadyError) as error:
@@ -743,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for line in figure_lines(document["figures"]):
         print(line)
+    print("targets (issue 15), this run:")
+    for line in target_lines(document["targets"]):
+        print(f"  {line}")
     for note in document["details"]["notes"]:
         print(f"note: {note}")
     write_results(document, options.output)
