@@ -48,13 +48,6 @@ def merge_conditions(
     return ordered + [by_type[name] for name in sorted(by_type)]
 
 
-def condition_status(conditions: list[dict[str, Any]], condition_type: str) -> str | None:
-    for item in conditions:
-        if item.get("type") == condition_type:
-            return str(item.get("status"))
-    return None
-
-
 def summarize(keys: Condition, scaling: Condition, problems: list[Condition]) -> list[Condition]:
     """Ready and Degraded derived from the parts: Ready needs usable keys and no problem;
     paused scaling is a choice, not a problem."""

@@ -11,13 +11,13 @@ from typing import Any, cast
 
 import kopf
 
+from oms.telemetry import configure_tracing, shutdown_tracing
 from oms_operator import kube, metrics
 from oms_operator.config import OperatorConfig
 from oms_operator.kube import KubeApi
 from oms_operator.reconciler import Dependencies
 from oms_operator.spec import GROUP, PLURAL, VERSION
 from oms_operator.supervisor import Supervisor
-from oms_operator.telemetry import configure_tracing, shutdown_tracing
 
 
 @kopf.on.login()
@@ -55,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True
     # Kubernetes Events for our own decisions (scaling, rotation) are posted explicitly.
     settings.posting.level = logging.WARNING
-    configure_tracing()
+    configure_tracing("oms-operator")
     api = await KubeApi.connect()
     memo.kube = api
     memo.metrics_server = metrics.serve(config.METRICS_HOST, config.METRICS_PORT)

@@ -1,16 +1,16 @@
 """Queue depth from RabbitMQ.
 
-Ready messages come from an AMQP passive declare (`queue.declare(passive=True)` answers with the
-queue's ready-message count without creating anything). Messages a consumer has prefetched but not
-acknowledged are *not* in that count: with Celery's prefetch a busy worker can hold many tasks
-while the queue looks empty, and a depth-only scaler then removes the workers doing the job. When
-a management API URL is configured the operator adds `messages_unacknowledged` from
-`GET /api/queues/{vhost}/{queue}`, so the depth is the work that exists, not just the work waiting.
+Ready messages come from an AMQP passive declare (`oms.messaging.queues.read_queue_state`, shared
+with the consumer: it answers the ready-message count without creating anything). Messages a
+consumer has prefetched but not acknowledged are *not* in that count: with Celery's prefetch a
+busy worker can hold many tasks while the queue looks empty, and a depth-only scaler then removes
+the workers doing the job. When a management API URL is configured the operator adds
+`messages_unacknowledged` from `GET /api/queues/{vhost}/{queue}`, so the depth is the work that
+exists, not just the work waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,8 @@ import aiohttp
 import aiormq
 import yarl
 from aio_pika.abc import AbstractConnection
+
+from oms.messaging.queues import READ_ERRORS, QueueNotFoundError, read_queue_state
 
 
 class QueueUnreadableError(Exception):
@@ -118,24 +120,13 @@ class RabbitMQDepthReader:
         counts: dict[str, int] = {}
         try:
             for name in queues:
-                # A failed passive declare closes its channel: one channel per queue keeps the
-                # connection usable for the others.
-                channel = await connection.channel()
-                try:
-                    queue = await asyncio.wait_for(
-                        channel.declare_queue(name, passive=True), self._timeout
-                    )
-                    counts[name] = int(queue.declaration_result.message_count or 0)
-                except aiormq.exceptions.ChannelNotFoundEntity as error:
-                    raise QueueUnreadableError(
-                        "QueueNotFound", f"queue {name!r} does not exist on RabbitMQ"
-                    ) from error
-                finally:
-                    if not channel.is_closed:
-                        await channel.close()
-        except QueueUnreadableError:
-            raise
-        except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as error:
+                state = await read_queue_state(connection, name, self._timeout)
+                counts[name] = state.messages
+        except QueueNotFoundError as error:
+            raise QueueUnreadableError(
+                "QueueNotFound", f"queue {error.args[0]!r} does not exist on RabbitMQ"
+            ) from error
+        except READ_ERRORS as error:
             await self._drop(amqp_url)
             raise QueueUnreadableError(
                 "RabbitMQUnreachable",

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from oms.backoff import exponential_delay
 from oms.security.jwk import generate_private_key, private_key_to_pem
+from oms.telemetry import tracer as named_tracer
 from oms_operator import metrics
 from oms_operator.conditions import (
     KEYS_READY,
@@ -48,13 +50,12 @@ from oms_operator.scaling import (
     ScaleReason,
     ScalingPolicy,
     plan_scale,
-    poll_delay,
     seed_history,
 )
 from oms_operator.spec import API_VERSION, KIND, InvalidSpecError, OrderSystemSpec, parse_spec
-from oms_operator.telemetry import tracer
 
 log = logging.getLogger("oms_operator.reconciler")
+tracer = named_tracer("oms_operator")
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "oms-operator"
@@ -197,7 +198,7 @@ class OrderSystemController:
                         "reconcile failed",
                         extra={"namespace": self.namespace, "ordersystem": self.name},
                     )
-                    delay = poll_delay(5.0, self._crashes, self._deps.max_backoff)
+                    delay = exponential_delay(self._crashes + 1, 5.0, self._deps.max_backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), max(delay, 0.05))
         finally:
@@ -221,8 +222,9 @@ class OrderSystemController:
                 self._poll_now = False
                 self._scaling = await self._reconcile_scaling(spec)
                 interval = spec.workers.polling_interval_seconds
-                self._next_poll_at = mono + poll_delay(
-                    interval, self._failures, self._deps.max_backoff
+                # The interval while healthy, doubling per consecutive failure (capped).
+                self._next_poll_at = mono + exponential_delay(
+                    self._failures + 1, interval, self._deps.max_backoff
                 )
             await self._publish(spec, keys, self._scaling)
             until_poll = self._next_poll_at - self._deps.monotonic()

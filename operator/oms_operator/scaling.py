@@ -76,10 +76,6 @@ def required_replicas(depth: int, policy: ScalingPolicy) -> int:
     return max(1, math.ceil(depth / policy.messages_per_replica))
 
 
-def recommend(depth: int, policy: ScalingPolicy) -> int:
-    return policy.clamp(required_replicas(depth, policy))
-
-
 def plan_scale(
     policy: ScalingPolicy,
     current: int,
@@ -124,14 +120,6 @@ def seed_history(policy: ScalingPolicy, current: int, now: float) -> tuple[Recom
     """History for a fresh start (operator restart): act as if the current replicas had just
     been recommended, so a restart never causes an immediate scale-down."""
     return (Recommendation(now, policy.clamp(current)),)
-
-
-def poll_delay(interval: float, consecutive_failures: int, max_backoff: float = 300.0) -> float:
-    """Seconds until the next poll: the interval while healthy, doubling per failure (capped)."""
-    if consecutive_failures <= 0:
-        return interval
-    backoff: float = interval * 2.0 ** min(consecutive_failures, 16)
-    return min(backoff, max(interval, max_backoff))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from oms_operator.conditions import (
     DEGRADED,
@@ -10,12 +11,18 @@ from oms_operator.conditions import (
     READY,
     SCALING_ACTIVE,
     Condition,
-    condition_status,
     merge_conditions,
     summarize,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def condition_status(conditions: list[dict[str, Any]], condition_type: str) -> str | None:
+    for item in conditions:
+        if item.get("type") == condition_type:
+            return str(item.get("status"))
+    return None
 
 
 def test_transition_time_moves_only_when_the_status_flips() -> None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from oms.pipeline.celery_config import TASK_QUEUE
-from oms_operator.durations import DURATION_PATTERN, format_duration, parse_duration
+from oms_operator.durations import DURATION_PATTERN, parse_duration
 from oms_operator.spec import (
     GROUP,
     KIND,
@@ -176,6 +176,20 @@ def test_cross_field_rules_live_in_both_places() -> None:
         parse_spec({**base, "workers": {"deploymentName": "w", "minReplicas": 5, "maxReplicas": 2}})
     with pytest.raises(InvalidSpecError, match="propagationDelay"):
         parse_spec({**base, "jwt": {"rotationInterval": "1m", "propagationDelay": "1m"}})
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Go-style form, e.g. 5400 -> "1h30m", 0.5 -> "500ms"."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts) or "0s"
 
 
 @pytest.mark.parametrize(

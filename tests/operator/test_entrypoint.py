@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from oms_operator.telemetry import exporting_enabled
+from oms.telemetry import tracing_configured
 from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
 from tests.operator.cluster import Cluster, condition, eventually
@@ -127,8 +127,12 @@ def test_spans_are_exported_only_when_an_endpoint_is_configured(
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
-    assert not exporting_enabled()
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    assert not tracing_configured()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    assert exporting_enabled()
+    assert tracing_configured()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert not tracing_configured()
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert not exporting_enabled()
+    assert not tracing_configured()

@@ -9,19 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oms.backoff import exponential_delay
 from oms_operator.scaling import (
     Recommendation,
     ScaleReason,
     ScalingPolicy,
     plan_scale,
-    poll_delay,
-    recommend,
     required_replicas,
     seed_history,
     simulate,
 )
 
 POLICY = ScalingPolicy(min_replicas=1, max_replicas=10, messages_per_replica=20)
+
+
+def recommend(depth: int, policy: ScalingPolicy) -> int:
+    """What a scaler without memory would do: the clamped requirement of this one reading."""
+    return policy.clamp(required_replicas(depth, policy))
 
 
 @pytest.mark.parametrize(
@@ -84,6 +88,10 @@ def test_lowered_max_applies_at_once() -> None:
 
 
 def test_poll_delay_backs_off_and_is_capped() -> None:
+    # The operator waits exponential_delay(failures + 1, interval, max_backoff) between polls.
+    def poll_delay(interval: float, failures: int, max_backoff: float = 300.0) -> float:
+        return exponential_delay(failures + 1, interval, max_backoff)
+
     assert poll_delay(15, 0) == 15
     assert poll_delay(15, 1) == 30
     assert poll_delay(15, 3) == 120
