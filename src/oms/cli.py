@@ -58,6 +58,8 @@ def _create_admin_cmd(args: argparse.Namespace) -> int:
 
 async def manage_user(settings: Settings, action: str, email: str) -> int:
     """`oms user ACTION EMAIL`: revoke tokens, disable, enable or delete an account."""
+    from redis.exceptions import RedisError
+
     from oms.resources import build_access_book, build_order_cache, redis_client
     from oms.users.access import change_access, delete_user
 
@@ -81,6 +83,16 @@ async def manage_user(settings: Settings, action: str, email: str) -> int:
         state = "active" if access.active else "disabled"
         print(f"user {user.id} <{user.email}>: {state}, earlier tokens revoked")
         return 0
+    except (RedisError, OSError) as error:
+        # The database change committed; only telling the API processes through Redis failed.
+        print(
+            f"the change to {email} is saved, but Redis could not be told ({error}); API "
+            f"processes apply it within USER_STATE_CACHE_SECONDS "
+            f"({settings.USER_STATE_CACHE_SECONDS} s); to apply it at once, delete the key "
+            f"{settings.REDIS_KEY_PREFIX}user:<id>:access when Redis is back",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         await cache.close()
         await engine.dispose()
