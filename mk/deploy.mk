@@ -17,10 +17,6 @@ KUBECTL := $(BIN)/kubectl
 DEPLOY_TOOLS_STAMP := $(BIN)/.kubectl-layer-$(KUBECTL_LAYER_VERSION)
 
 CHART := charts/oms
-DOCKERFILES := services/api/Dockerfile services/consumer/Dockerfile services/worker/Dockerfile \
-	operator/Dockerfile
-IMAGE_PREFIX ?= oms
-IMAGE_TAG ?= dev
 KIND_CLUSTER ?= oms-e2e
 
 export HELM_BIN := $(HELM)
@@ -44,8 +40,8 @@ deploy-tools: $(DEPLOY_TOOLS_STAMP) ## install pinned helm and kubectl into .too
 TEST_TOOLS += deploy-tools
 
 .PHONY: hadolint
-hadolint: install ## lint every Dockerfile (rules in .hadolint.yaml)
-	$(RUN) hadolint $(DOCKERFILES)
+hadolint: install ## lint the Dockerfile (rules in .hadolint.yaml)
+	$(RUN) hadolint Dockerfile
 
 .PHONY: chart-files
 chart-files: install ## copy dashboards and alert rules from observability/ into the chart
@@ -68,21 +64,7 @@ deploy-check: install deploy-tools ## helm lint/template + kubernetes-validate, 
 	$(RUN) python scripts/check-tiltfile.py
 CHECKS += hadolint deploy-check
 
-.PHONY: images
-images: ## build the four images with docker (tags $(IMAGE_PREFIX)-<service>:$(IMAGE_TAG))
-	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-		echo "images: no Docker engine answers here; nothing built (the Dockerfiles are checked by hadolint and tests/deploy)"; \
-		exit 0; \
-	fi; \
-	set -e; \
-	for dockerfile in $(DOCKERFILES); do \
-		service=$$(basename $$(dirname $$dockerfile)); \
-		docker build --file $$dockerfile --tag $(IMAGE_PREFIX)-$$service:$(IMAGE_TAG) \
-			--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
-			--build-arg REVISION=$$(git rev-parse HEAD) . ; \
-	done
-
 .PHONY: kind-e2e
 kind-e2e: deploy-tools ## (needs docker + kind; not run in CI) cluster, images, chart, tests/e2e via the ingress
 	@command -v kind >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "kind-e2e needs docker and kind"; exit 1; }
-	./scripts/kind-e2e.sh "$(KIND_CLUSTER)" "$(IMAGE_PREFIX)" "$(IMAGE_TAG)"
+	./scripts/kind-e2e.sh "$(KIND_CLUSTER)" dev

@@ -3,7 +3,7 @@
 # cluster with ingress-nginx, the four images built and loaded, throw-away backing services, the
 # chart installed with the operator, `helm test`, then tests/e2e against the ingress.
 set -euo pipefail
-cluster=${1:-oms-e2e}; prefix=${2:-oms}; tag=${3:-dev}
+cluster=${1:-oms-e2e}; tag=${2:-dev}
 cd "$(dirname "$0")/.."
 HELM=${HELM_BIN:-.tools/bin/helm}
 KUBECTL=${KUBECTL_BIN:-.tools/bin/kubectl}
@@ -30,9 +30,9 @@ context="kind-$cluster"
 "$KUBECTL" --context "$context" apply -f https://raw.githubusercontent.com/kubernetes/ingress-nginx/main/deploy/static/provider/kind/deploy.yaml
 "$KUBECTL" --context "$context" -n ingress-nginx wait --for=condition=Available deployment/ingress-nginx-controller --timeout=300s
 
-make images IMAGE_PREFIX="$prefix" IMAGE_TAG="$tag"
+make images IMAGE_REGISTRY= IMAGE_TAG="$tag"
 for service in api consumer worker operator; do
-  kind load docker-image --name "$cluster" "$prefix-$service:$tag"
+  kind load docker-image --name "$cluster" "oms-$service:$tag"
 done
 
 "$KUBECTL" --context "$context" create namespace "$namespace" --dry-run=client -o yaml | "$KUBECTL" --context "$context" apply -f -

@@ -1,0 +1,25 @@
+# Container images: one multi-target Dockerfile at the repository root (targets api, consumer,
+# worker, operator; <service>-dev for Tilt), built by scripts/images.py, which starts a Docker
+# engine when none answers (root on Debian/Ubuntu: installs docker.io if missing) and builds a
+# local Debian bookworm base when $(PYTHON_IMAGE) cannot be pulled. See docs/kubernetes.md.
+#
+# The defaults give the names the chart's default values use: ghcr.io/oms-project/oms-<service>
+# at the project's version (the chart's appVersion). For a cluster fed by `kind load` or Tilt:
+# `make images IMAGE_REGISTRY= IMAGE_TAG=dev` gives oms-<service>:dev.
+IMAGE_REGISTRY ?= ghcr.io/oms-project
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_IMAGE ?= python:3.11-slim
+# An extra CA bundle for builds behind a TLS-intercepting proxy; only the certificates the base
+# image lacks go into the build. Off when empty; follows the host's SSL_CERT_FILE when that is set.
+IMAGE_CA_FILE ?= $(SSL_CERT_FILE)
+IMAGES := $(RUN) python scripts/images.py
+
+.PHONY: images
+images: install ## build the four images (engine and base made if missing; tags $(IMAGE_REGISTRY)/oms-<service>:$(IMAGE_TAG))
+	$(IMAGES) build --registry "$(IMAGE_REGISTRY)" --tag "$(IMAGE_TAG)" --base "$(PYTHON_IMAGE)" \
+		$(if $(IMAGE_CA_FILE),--ca-file "$(IMAGE_CA_FILE)")
+
+.PHONY: images-engine
+images-engine: install ## make sure a Docker engine answers (starts dockerd when root; log .tools/docker/)
+	$(IMAGES) engine
+
