@@ -231,12 +231,11 @@ def image_name(registry: str, service: str, tag: str) -> str:
     return f"{registry.rstrip('/')}/oms-{service}:{tag}" if registry else f"oms-{service}:{tag}"
 
 
-def _classic_builder() -> bool:
-    """Whether to use the classic builder: buildx (BuildKit) is not there to do better."""
-    return (
-        subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False).returncode
-        != 0
-    )
+def has_buildx() -> bool:
+    """Whether BuildKit can build; without buildx the classic builder has to (DOCKER_BUILDKIT=0
+    says so, or the CLI refuses)."""
+    result = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
+    return result.returncode == 0
 
 
 PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -275,7 +274,7 @@ def build(
 ) -> dict[str, float]:
     """Build each service's target; returns the seconds each took."""
     env = dict(os.environ)
-    if _classic_builder():
+    if not has_buildx():
         env["DOCKER_BUILDKIT"] = "0"
     version = _project_version(context)
     revision = subprocess.run(
