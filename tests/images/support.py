@@ -74,7 +74,8 @@ POD_SHAPE = (
     "--network=host",
     "--read-only",
     "--tmpfs=/tmp:mode=1777",
-    "--tmpfs=/var/lib/oms:mode=1777",
+    # The chart's fsGroup makes the emptyDir the app group's; docker keeps the image's mode.
+    "--tmpfs=/var/lib/oms:uid=10001,gid=10001",
     "--cap-drop=ALL",
     "--security-opt=no-new-privileges",
 )
