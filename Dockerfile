@@ -16,6 +16,16 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- builder-base: uv (pinned, from PyPI: no other registry needed) and the workspace's metadata -
 FROM ${PYTHON_IMAGE} AS builder-base
+# Every stage carries the full label set (hadolint DL3049 checks each stage a later one starts
+# from); the production targets set their own title, description, version and revision last, so a
+# new commit re-labels the images without rebuilding a layer.
+LABEL org.opencontainers.image.title="oms-builder" \
+      org.opencontainers.image.description="Build stage of the Order Management System images" \
+      org.opencontainers.image.source="https://github.com/oms-project/order-management-system" \
+      org.opencontainers.image.version="unreleased" \
+      org.opencontainers.image.revision="unknown" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.vendor="Order Management System contributors"
 ARG UV_VERSION=0.13.9
 # An extra CA (PEM) for TLS-intercepting proxies, appended to the base's bundle; empty: none.
 # Only the builder stages see it; the images ship the base's bundle unchanged.
@@ -46,7 +56,11 @@ COPY operator/pyproject.toml operator/
 
 # --- runtime-base: what every image shares (no uv, no compilers, no sources) ---------------------
 FROM ${PYTHON_IMAGE} AS runtime-base
-LABEL org.opencontainers.image.source="https://github.com/oms-project/order-management-system" \
+LABEL org.opencontainers.image.title="oms" \
+      org.opencontainers.image.description="Order Management System" \
+      org.opencontainers.image.source="https://github.com/oms-project/order-management-system" \
+      org.opencontainers.image.version="unreleased" \
+      org.opencontainers.image.revision="unknown" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.vendor="Order Management System contributors"
 RUN groupadd --system --gid 10001 oms \

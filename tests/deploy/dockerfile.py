@@ -1,5 +1,6 @@
-"""A small Dockerfile reader: instructions per stage, and the settings the final image ends up
-with (ENV, CMD, USER, EXPOSE, STOPSIGNAL, LABEL), following `FROM <stage>` inheritance."""
+"""A small Dockerfile reader: instructions per stage, and the settings a target's image ends up
+with (ENV, CMD, USER, EXPOSE, STOPSIGNAL, LABEL, HEALTHCHECK), following `FROM <stage>`
+inheritance."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Image:
     exposed: set[int]
     stop_signal: str | None
     labels: dict[str, str]
+    healthcheck: str | None
     chain: list[Stage]
 
     @property
@@ -67,7 +69,9 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
 
 
-def parse(path: Path) -> Image:
+def parse(path: Path, target: str | None = None) -> Image:
+    """The image of stage `target` (default: the last stage, what a build without --target
+    makes)."""
     stages: list[Stage] = []
     for keyword, rest in instructions(path.read_text()):
         if keyword == "FROM":
@@ -77,7 +81,7 @@ def parse(path: Path) -> Image:
         elif stages:
             stages[-1].instructions.append((keyword, rest))
     by_name = {stage.name: stage for stage in stages if stage.name}
-    chain = [stages[-1]]
+    chain = [by_name[target] if target else stages[-1]]
     while chain[0].base in by_name:
         chain.insert(0, by_name[chain[0].base])
     env: dict[str, str] = {}
@@ -87,6 +91,7 @@ def parse(path: Path) -> Image:
     exposed: set[int] = set()
     stop_signal: str | None = None
     labels: dict[str, str] = {}
+    healthcheck: str | None = None
     for stage in chain:
         for keyword, rest in stage.instructions:
             if keyword == "ENV":
@@ -104,4 +109,8 @@ def parse(path: Path) -> Image:
                 stop_signal = rest
             elif keyword == "LABEL":
                 labels.update(_pairs(rest))
-    return Image(stages, env, cmd, entrypoint, user, exposed, stop_signal, labels, chain)
+            elif keyword == "HEALTHCHECK":
+                healthcheck = rest
+    return Image(
+        stages, env, cmd, entrypoint, user, exposed, stop_signal, labels, healthcheck, chain
+    )
