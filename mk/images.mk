@@ -23,3 +23,6 @@ images: install ## build the four images (engine and base made if missing; tags 
 images-engine: install ## make sure a Docker engine answers (starts dockerd when root; log .tools/docker/)
 	$(IMAGES) engine
 
+
+# Type-checked with the other delivery scripts (deploy-check in mk/deploy.mk).
+DEPLOY_SCRIPTS += scripts/images.py

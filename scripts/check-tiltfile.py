@@ -1,6 +1,6 @@
 """Execute the Tiltfile with a Starlark interpreter (starlark-go) against recording stubs of the
 Tilt built-ins it calls, then check what it declares against the repository and the chart as the
-real helm renders it: images and their Dockerfiles/targets, live-update paths, chart and values
+real helm renders it: images and their Dockerfile targets, live-update paths, chart and values
 paths, resources, their dependencies, attached objects and port forwards.
 
 Tilt itself cannot run here (no cluster, no Docker engine); this catches the mistakes a rename or
@@ -127,19 +127,27 @@ def _containers(doc: deploylib.Document) -> list[dict[str, Any]]:
 def check(calls: TiltCalls, repo: Path) -> list[str]:
     problems: list[str] = []
 
-    # Images: every Dockerfile of the repo is built, each with a live update into its package.
+    # Images: every service of the Dockerfile is built from its dev target (venv writable for
+    # live update), each with a live update into its package.
     built = {build["ref"]: build for build in calls.docker_builds}
     missing = REQUIRED_IMAGES - built.keys()
     if missing:
         problems.append(f"docker_build missing for {sorted(missing)}")
+    targets: set[str] = set()
     for ref, build in built.items():
         dockerfile = repo / build.get("dockerfile", "Dockerfile")
         if not dockerfile.is_file():
             problems.append(f"{ref}: no Dockerfile {dockerfile}")
             continue
         target = build.get("target")
-        if target and target not in _dockerfile_stages(dockerfile):
+        if not target:
+            problems.append(f"{ref}: no target (the Dockerfile has one per service)")
+        elif target not in _dockerfile_stages(dockerfile):
             problems.append(f"{ref}: stage {target!r} not in {dockerfile.relative_to(repo)}")
+        elif not target.endswith("-dev"):
+            problems.append(f"{ref}: target {target!r} is not a -dev target (live update)")
+        else:
+            targets.add(target)
         if not (repo / build["context"]).is_dir():
             problems.append(f"{ref}: build context {build['context']} is not a directory")
         for entry in build.get("only", []):
@@ -163,10 +171,13 @@ def check(calls: TiltCalls, repo: Path) -> list[str]:
                     for path in step["files"]
                     if not (repo / path).exists()
                 )
-    covered = {(repo / build.get("dockerfile", "Dockerfile")).resolve() for build in built.values()}
-    for dockerfile in [*repo.glob("services/*/Dockerfile"), repo / "operator" / "Dockerfile"]:
-        if dockerfile.is_file() and dockerfile.resolve() not in covered:
-            problems.append(f"{dockerfile.relative_to(repo)} is not built by the Tiltfile")
+    dockerfile = repo / "Dockerfile"
+    if dockerfile.is_file():
+        dev_targets = {stage for stage in _dockerfile_stages(dockerfile) if stage.endswith("-dev")}
+        problems.extend(
+            f"Dockerfile target {target} is not built by the Tiltfile"
+            for target in sorted(dev_targets - targets)
+        )
 
     # What gets deployed: the chart rendered by the real helm, plus the plain YAML files.
     objects: list[deploylib.Document] = []

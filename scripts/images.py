@@ -1,3 +1,5 @@
+# ruff: noqa: S603, S607
+# (Every command here is ours, argv built here, found on PATH as the tools' packages install them.)
 """Container images: a Docker engine that answers, a Python base image, the four service images.
 
     python scripts/images.py engine     # make sure an engine answers (starts one if it can)
@@ -45,8 +47,8 @@ DEFAULT_BASE = "python:3.11-slim"
 LOCAL_BASE = "oms-python:3.11-bookworm"
 ENGINE_TIMEOUT = 60.0
 PULL_TIMEOUT = 120.0
-# What the local base needs beyond minbase: Python with venv (the builder makes one for uv), `python`
-# on PATH as in python:3.11-slim, and the CA bundle that TLS to PyPI is checked against.
+# What the local base needs beyond minbase: Python with venv (the builder makes one for uv),
+# `python` on PATH as in python:3.11-slim, and the CA bundle that TLS to PyPI is checked against.
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 
 
@@ -67,9 +69,10 @@ def engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=20).strip() != ""
+        version = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=20)
     except subprocess.TimeoutExpired:
         return False
+    return version.strip() != ""
 
 
 def _debian_like() -> bool:
@@ -124,7 +127,7 @@ def ensure_engine() -> None:
         log = DOCKER_STATE / "dockerd.log"
         print(f"images: starting dockerd (data root {data_root}, log {log})", flush=True)
         with log.open("ab") as output:
-            # Its own session: the engine outlives this command (and the test run that called it).
+            # Its own session: the engine outlives this command and the test run that called it.
             subprocess.Popen(
                 [
                     "dockerd",

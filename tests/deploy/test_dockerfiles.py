@@ -98,9 +98,7 @@ def test_classic_builder_can_build_it() -> None:
     syntax, and no `# syntax=` line, which makes every build pull a frontend image."""
     text = DOCKERFILE.read_text()
     assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
-    assert not any(
-        keyword == "RUN" and "--mount" in rest for keyword, rest in instructions(text)
-    )
+    assert not any(keyword == "RUN" and "--mount" in rest for keyword, rest in instructions(text))
     assert not re.search(r"<<\s*-?\w+", text), "heredocs need BuildKit"
     assert parse(DOCKERFILE).stages[-1].name == "operator", "last stage is a production target"
 
@@ -125,7 +123,9 @@ def test_production_target(target: str) -> None:
     copies = [rest for s in image.chain for keyword, rest in s.instructions if keyword == "COPY"]
     assert copies == [f"--from={target}-builder /opt/venv /opt/venv"]
     assert not any(
-        keyword == "RUN" and "apt-get" in rest for s in image.chain for keyword, rest in s.instructions
+        keyword == "RUN" and "apt-get" in rest
+        for s in image.chain
+        for keyword, rest in s.instructions
     )
     if target != "operator":
         # Their probe servers must be reachable from the kubelet.
@@ -142,7 +142,8 @@ def test_health_check_probes_the_configured_port(target: str) -> None:
     assert f"os.environ.get('{setting}', '" in image.healthcheck
     assert not re.search(r"127\.0\.0\.1:\d", image.healthcheck)
     default = re.search(rf"os.environ.get\('{setting}', '(\d+)'\)", image.healthcheck)
-    assert default is not None and int(default.group(1)) in ports
+    assert default is not None
+    assert int(default.group(1)) in ports
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -32,8 +32,14 @@ def test_tiltfile_declares_what_the_repository_has() -> None:
 @pytest.mark.parametrize(
     ("original", "replacement", "complaint"),
     [
-        ('"services/api/Dockerfile"', '"services/api/Dockerfile.missing"', "no Dockerfile"),
-        ('target = "dev"', 'target = "develop"', "stage 'develop'"),
+        ('DOCKERFILE = "Dockerfile"', 'DOCKERFILE = "Dockerfile.missing"', "no Dockerfile"),
+        ('("api-dev",', '("api-develop",', "stage 'api-develop'"),
+        ('("worker-dev",', '("worker",', "target 'worker' is not a -dev target"),
+        (
+            '"oms-consumer": ("consumer-dev"',
+            '"oms-consumer": ("api-dev"',
+            "consumer-dev is not built",
+        ),
         ('SITE_PACKAGES + "/" + package', 'SITE_PACKAGES + "/x" + package', "sync"),
         ('"charts/oms/ci/dev-values.yaml"', '"charts/oms/ci/nope.yaml"', "does not exist"),
         ('port_forward(8000, 8000, name = "API")', "port_forward(8000, 8080)", "port_forward"),

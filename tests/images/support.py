@@ -33,7 +33,8 @@ START_TIMEOUT = 60.0
 
 def _load_images_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("oms_images_script", REPO / "scripts/images.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -65,7 +66,9 @@ def docker(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
-    assert result.returncode == 0, f"docker {' '.join(args)[:300]}:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"docker {' '.join(args)[:300]}:\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -99,7 +102,9 @@ class Container:
         return result.stdout + result.stderr
 
     def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads(docker("inspect", "--format", "{{json .State}}", self.name))
+        state: dict[str, Any] = json.loads(
+            docker("inspect", "--format", "{{json .State}}", self.name)
+        )
         return state
 
     def wait_http(self, url: str, timeout: float = START_TIMEOUT) -> httpx.Response:
@@ -178,7 +183,8 @@ def started(
 def installed_distributions(image: str) -> list[str]:
     code = (
         "import importlib.metadata as m, json; "
-        "print(json.dumps(sorted(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions())))"
+        "print(json.dumps(sorted(d.metadata['Name'] + '==' + d.version "
+        "for d in m.distributions())))"
     )
     result: list[str] = json.loads(run_once(image, "python", "-c", code))
     return result

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.chart import containers, render, workloads
 from tests.images.conftest import BuiltImages
 from tests.images.support import (
     MEMBERS,
@@ -29,7 +30,12 @@ SIZE_BUDGET_MB = {"api": 325, "consumer": 300, "worker": 300, "operator": 290}
 # Each member's top-level package: every module in it must import in the image (the
 # .dockerignore regression: the package was left out of the build context and the image died
 # with `No module named 'oms_api'`).
-PACKAGES = {"api": "oms_api", "consumer": "oms_consumer", "worker": "oms_worker", "operator": "oms_operator"}
+PACKAGES = {
+    "api": "oms_api",
+    "consumer": "oms_consumer",
+    "worker": "oms_worker",
+    "operator": "oms_operator",
+}
 
 # What each image must not carry (issue 12): the other processes' frameworks.
 FOREIGN = {
@@ -163,3 +169,14 @@ def build_target(built: BuiltImages, context: Path, service: str, tag: str, *ext
 def cached_steps(output: str) -> int:
     """Steps taken from the layer cache (classic builder and BuildKit spell it differently)."""
     return output.count("Using cache") + output.count(" CACHED")
+
+
+def test_chart_defaults_name_the_images_make_builds(built: BuiltImages) -> None:
+    """`helm install` with the chart's default values runs exactly the images `make images`
+    tagged (registry, name and tag = appVersion), the operator's included."""
+    docs = render(sets=["operator.enabled=true"])
+    referenced = {container["image"] for doc in workloads(docs) for container in containers(doc)}
+    assert referenced <= set(built.names.values()), referenced
+    assert {built.names[service] for service in SERVICES} <= referenced
+    for name in referenced:
+        docker("image", "inspect", name)
