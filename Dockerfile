@@ -47,7 +47,7 @@ RUN python -m venv /opt/uv \
     && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 WORKDIR /build
 # uv reads every member's pyproject.toml to know the workspace; the sources come per service.
-COPY uv.lock pyproject.toml README.md ./
+COPY uv.lock pyproject.toml ./
 COPY src/pyproject.toml src/
 COPY services/api/pyproject.toml services/api/
 COPY services/consumer/pyproject.toml services/consumer/

@@ -105,7 +105,7 @@ def test_warm_build_uses_the_cache_and_ships_changed_sources(
     cache, the code does not."""
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "README.md"):
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock"):
         shutil.copy2(REPO / name, context / name)
     for tree in ("src", "services", "operator"):
         shutil.copytree(
