@@ -39,7 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools"
-DOCKER_STATE = Path(os.environ.get("OMS_DOCKER_DIR", TOOLS / "docker"))
+DOCKER_STATE = Path(os.environ.get("OMS_DOCKER_DIR", TOOLS / "docker")).resolve()
 # Service name -> Dockerfile target (also the image name's suffix), in the Dockerfile's order: the
 # classic builder builds every stage before the target, so building in this order reuses them.
 SERVICES = ("api", "consumer", "worker", "operator")
