@@ -265,6 +265,45 @@ def build_args(base: str, ca_file: Path | None, version: str, revision: str) -> 
     return [item for key, value in args.items() for item in ("--build-arg", f"{key}={value}")]
 
 
+def build_command(
+    *,
+    context: Path,
+    service: str,
+    tag: str,
+    base: str,
+    ca_file: Path | None,
+    extra: tuple[str, ...] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The `docker build` of one service's target, and the environment to run it in."""
+    env = dict(os.environ)
+    progress: list[str] = ["--progress=plain"]
+    if not has_buildx():
+        env["DOCKER_BUILDKIT"] = "0"
+        progress = []
+    revision = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
+    ).stdout.strip()
+    argv = [
+        "docker",
+        "build",
+        "--file",
+        str(context / "Dockerfile"),
+        "--target",
+        service,
+        "--tag",
+        tag,
+        # The builder reaches PyPI through the host's network (works with and without a
+        # bridge); the images themselves take no network setting from this.
+        "--network",
+        "host",
+        *progress,
+        *build_args(base, ca_file, _project_version(context), revision or "unknown"),
+        *extra,
+        str(context),
+    ]
+    return argv, env
+
+
 def build(
     *,
     services: tuple[str, ...],
@@ -272,38 +311,19 @@ def build(
     tag: str,
     base: str,
     ca_file: Path | None,
-    context: Path = REPO,
-    extra: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Build each service's target; returns the seconds each took."""
-    env = dict(os.environ)
-    if not has_buildx():
-        env["DOCKER_BUILDKIT"] = "0"
-    version = _project_version(context)
-    revision = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
-    ).stdout.strip()
     timings: dict[str, float] = {}
     for service in services:
         started = time.monotonic()
-        argv = [
-            "docker",
-            "build",
-            "--file",
-            str(context / "Dockerfile"),
-            "--target",
-            service,
-            "--tag",
-            image_name(registry, service, tag),
-            # The builder reaches PyPI through the host's network (works with and without a
-            # bridge); the images themselves take no network setting from this.
-            "--network",
-            "host",
-            *build_args(base, ca_file, version, revision or "unknown"),
-            *extra,
-            str(context),
-        ]
-        subprocess.run(argv, check=True, env=env, cwd=context)
+        argv, env = build_command(
+            context=REPO,
+            service=service,
+            tag=image_name(registry, service, tag),
+            base=base,
+            ca_file=ca_file,
+        )
+        subprocess.run(argv, check=True, env=env, cwd=REPO)
         timings[service] = time.monotonic() - started
     return timings
 

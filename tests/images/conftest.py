@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+# The control plane of tests/cluster (for the operator): started for the session unless it runs.
+from tests.cluster.conftest import control_plane  # noqa: F401
 from tests.images.support import REPO, SERVICES, docker, images_script
 
 HERE = Path(__file__).resolve().parent

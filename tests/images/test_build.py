@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -146,24 +147,17 @@ def test_builds_from_a_clean_cache(built: BuiltImages) -> None:
 
 def build_target(built: BuiltImages, context: Path, service: str, tag: str, *extra: str) -> str:
     """`docker build` of one target as scripts/images.py runs it; the build output."""
-    args = images_script.build_args(built.base, built.ca_file, "0.0.0", "test")
-    env = {} if images_script.has_buildx() else {"DOCKER_BUILDKIT": "0"}
-    return docker(
-        "build",
-        "--file",
-        str(context / "Dockerfile"),
-        "--target",
-        service,
-        "--tag",
-        tag,
-        "--network",
-        "host",
-        *(["--progress=plain"] if images_script.has_buildx() else []),
-        *args,
-        *extra,
-        str(context),
-        env=env,
+    argv, env = images_script.build_command(
+        context=context,
+        service=service,
+        tag=tag,
+        base=built.base,
+        ca_file=built.ca_file,
+        extra=extra,
     )
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
 
 
 def cached_steps(output: str) -> int:

@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests import infra
-from tests.cluster.support import CRD_FILE, KUBECTL, cluster_script, cluster_status
+from tests.cluster.support import CRD_FILE, KUBECTL
 from tests.harness import free_port, settings_environment
 from tests.images.conftest import BuiltImages
 from tests.images.support import SERVICES, Container, grace_seconds, run_once, started
@@ -153,31 +153,20 @@ async def test_api_consumer_and_worker_containers_process_orders(
 
 
 @pytest.fixture(scope="module")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The local control plane's admin kubeconfig (started here unless it runs), readable by the
-    image's user, with the operator's CRD installed."""
-    status = cluster_status()
-    if not (Path(status["bin_dir"]) / "kube-apiserver").is_file():
-        pytest.fail("the control plane is not built: `make cluster-tools` (once, ~10 minutes)")
-    started_here = not status["running"]
-    if started_here:
-        cluster_script("up")
-        status = cluster_status()
-    try:
-        folder = tmp_path_factory.mktemp("kube")
-        folder.chmod(0o755)
-        config = folder / "config"
-        shutil.copyfile(status["kubeconfig"], config)
-        config.chmod(0o644)
-        subprocess.run(
-            [KUBECTL, "--kubeconfig", str(config), "apply", "--server-side", "-f", str(CRD_FILE)],
-            check=True,
-            capture_output=True,
-        )
-        yield config
-    finally:
-        if started_here:
-            cluster_script("down")
+def kubeconfig(control_plane: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local control plane's admin kubeconfig, readable by the image's user, with the
+    operator's CRD installed."""
+    folder = tmp_path_factory.mktemp("kube")
+    folder.chmod(0o755)
+    config = folder / "config"
+    shutil.copyfile(control_plane["kubeconfig"], config)
+    config.chmod(0o644)
+    subprocess.run(
+        [KUBECTL, "--kubeconfig", str(config), "apply", "--server-side", "-f", str(CRD_FILE)],
+        check=True,
+        capture_output=True,
+    )
+    return config
 
 
 def test_operator_container_answers_its_probe(built: BuiltImages, kubeconfig: Path) -> None:
