@@ -3,10 +3,12 @@ built from, only their own member, and stay within their size budgets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,7 +117,7 @@ def test_warm_build_uses_the_cache_and_ships_changed_sources(
     module = context / "services/worker/oms_worker/__init__.py"
     original = module.read_text()
     tag = f"oms-worker:stale-check-{uuid.uuid4().hex[:8]}"
-    try:
+    with layers_removed_afterwards():
         for _ in range(2):
             marker = uuid.uuid4().hex
             module.write_text(f"{original}\nIMAGE_BUILD_MARKER = {marker!r}\n")
@@ -125,8 +127,6 @@ def test_warm_build_uses_the_cache_and_ships_changed_sources(
             code = "import oms_worker; print(oms_worker.IMAGE_BUILD_MARKER)"
             assert run_once(tag, "python", "-c", code).strip() == marker
         assert cached_steps(output) >= 5, output
-    finally:
-        docker("image", "rm", "--force", tag)
 
 
 def test_builds_from_a_clean_cache(built: BuiltImages) -> None:
@@ -137,12 +137,32 @@ def test_builds_from_a_clean_cache(built: BuiltImages) -> None:
         assert set(built.seconds) == set(SERVICES)
         return
     tag = f"oms-api:clean-check-{uuid.uuid4().hex[:8]}"
-    try:
+    with layers_removed_afterwards():
         output = build_target(built, REPO, "api", tag, "--no-cache")
         assert cached_steps(output) == 0
         assert installed_distributions(tag) == installed_distributions(built.names["api"])
+
+
+def _image_ids() -> set[str]:
+    return set(docker("images", "--all", "--quiet", "--no-trunc").split())
+
+
+@contextlib.contextmanager
+def layers_removed_afterwards() -> Iterator[None]:
+    """Remove every image (intermediate layers included) built inside. Left behind, the layers of
+    a --no-cache build would be the newest candidates for the classic builder's cache, and the
+    next `make images` would rebuild every stage on top of them."""
+    before = _image_ids()
+    try:
+        yield
     finally:
-        docker("image", "rm", "--force", tag)
+        created = {
+            image: docker("image", "inspect", "--format", "{{.Created}}", image).strip()
+            for image in _image_ids() - before
+        }
+        # Children before their parents: a parent with a child cannot be removed.
+        for image in sorted(created, key=created.__getitem__, reverse=True):
+            docker("image", "rm", "--force", image)
 
 
 def build_target(built: BuiltImages, context: Path, service: str, tag: str, *extra: str) -> str:
