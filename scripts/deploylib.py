@@ -83,8 +83,7 @@ class Generated:
                 path.write_bytes(content)
                 changed += 1
         print(
-            f"{self.what}: {len(self.wanted)} files, {changed} written, "
-            f"{len(self.orphans)} removed"
+            f"{self.what}: {len(self.wanted)} files, {changed} written, {len(self.orphans)} removed"
         )
         return 0
 
