@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def control_plane() -> Iterator[dict[str, Any]]:
     status = cluster_status()
     if not (Path(status["bin_dir"]) / "kube-apiserver").is_file():
-        pytest.fail("the control plane is not built: `make cluster` or `make pytest` builds it (once, ~10 minutes)")
+        pytest.fail("the control plane is not built: `make cluster` builds it (once, ~10 minutes)")
     started_here = not status["running"]
     if started_here:
         cluster_script("up")

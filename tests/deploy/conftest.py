@@ -1,4 +1,4 @@
-"""Chart and image tests need the pinned helm/kubectl, which `make pytest` (and `make test`) install."""
+"""Chart and image tests need the pinned helm and kubectl, which `make pytest` installs."""
 
 from __future__ import annotations
 
