@@ -26,12 +26,12 @@ EVERYDAY := run test services stack bench manifests images cluster cluster-down
 .PHONY: help
 help: ## list the targets, everyday ones first
 	@awk -F':.*## ' -v everyday="$(EVERYDAY)" ' \
-		/^[a-z-]+:.*## / { doc[$$1] = $$2; order[++n] = $$1 } \
+		/^[a-z0-9-]+:.*## / { doc[$$1] = $$2; order[++n] = $$1 } \
 		END { \
 			print "Everyday:"; count = split(everyday, first, " "); \
 			for (i = 1; i <= count; i++) if (first[i] in doc) { \
 				printf "  %-20s %s\n", first[i], doc[first[i]]; shown[first[i]] = 1 } \
-			print "\nThe rest (steps of those, usable alone):"; \
+			print "\nOther targets:"; \
 			for (i = 1; i <= n; i++) if (!(order[i] in shown)) printf "  %-20s %s\n", order[i], doc[order[i]] \
 		}' $(MAKEFILE_LIST)
 

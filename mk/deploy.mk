@@ -47,7 +47,7 @@ TEST_TOOLS += $(DEPLOY_TOOLS_STAMP)
 # Everything derived, in dependency order: the chart's copies of observability/ files, the chart
 # README from the documented values, then k8s/ from the chart. Tests fail when any is stale.
 .PHONY: manifests
-manifests: install $(DEPLOY_TOOLS_STAMP) ## regenerate chart files, chart README and k8s/ (after editing the chart or observability/)
+manifests: install $(DEPLOY_TOOLS_STAMP) ## regenerate chart files, chart README and k8s/ (after a chart or observability/ change)
 	$(RUN) python scripts/sync-chart-files.py
 	$(RUN) python scripts/render-chart-readme.py
 	$(RUN) python scripts/render-manifests.py
