@@ -12,6 +12,7 @@ import base64
 from typing import Any
 
 import httpx
+import kmock
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -195,3 +196,36 @@ async def test_deleting_the_resource_is_never_blocked_and_stops_its_loop(
 
         # The loop stopped: its series are gone (Kopf caches probe answers for 10 s).
         await eventually(forgotten)
+
+
+def ordersystem_watches(cluster: Cluster) -> list[dict[str, str]]:
+    """The query parameters of every watch request the operator made on OrderSystems."""
+    return [
+        dict(request.params)
+        for request in cluster.emulator
+        if request.action == kmock.action.WATCH
+        and request.resource is not None
+        and request.resource.plural == "ordersystems"
+    ]
+
+
+async def test_a_silent_watch_is_replaced_and_a_new_ordersystem_is_still_seen(
+    cluster: Cluster, run_operator: OperatorFactory, rabbit_queue: str
+) -> None:
+    """kmock keeps an idle watch open and silent, whatever `timeoutSeconds` asks: exactly the
+    stalled stream of nolar/kopf#698. The client timeout must end it and Kopf watch again."""
+    await given_workers(cluster)
+    timeouts = {
+        "OPERATOR_WATCH_SERVER_TIMEOUT_SECONDS": "1",
+        "OPERATOR_WATCH_CLIENT_TIMEOUT_SECONDS": "2",
+    }
+    async with run_operator(**timeouts):
+
+        async def rewatched() -> list[dict[str, str]]:
+            watches = ordersystem_watches(cluster)
+            return watches if len(watches) >= 2 else []
+
+        watches = await eventually(rewatched)
+        assert {watch.get("timeoutSeconds") for watch in watches} == {"1"}
+        await cluster.create_ordersystem("oms", ordersystem_spec(rabbit_queue))
+        await eventually(lambda: condition_is(cluster, "Ready", "True"))
