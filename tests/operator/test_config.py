@@ -17,8 +17,9 @@ def test_startup_sets_watch_timeouts_so_a_silent_watch_ends(
 ) -> None:
     for name in ("SERVER", "CLIENT", "CONNECT"):
         monkeypatch.delenv(f"OPERATOR_WATCH_{name}_TIMEOUT_SECONDS", raising=False)
+    # Kopf's default: a watch may last forever.
+    assert kopf.OperatorSettings().watching.server_timeout is None
     settings = kopf.OperatorSettings()
-    assert settings.watching.server_timeout is None  # Kopf's default: a watch may last forever
     configure_kopf(settings, OperatorConfig())
     assert settings.watching.server_timeout == 120
     assert settings.watching.client_timeout == 150
