@@ -6,14 +6,8 @@ from oms_operator.scaling import ScalingPolicy, render_table, simulate
 from tests.operator.crd import ROOT, openapi_schema
 
 DOC = ROOT / "docs" / "operator.md"
-POLICY = ScalingPolicy(
-    min_replicas=1,
-    max_replicas=10,
-    messages_per_replica=20,
-    scale_down_window=60,
-    fallback_replicas=3,
-    fallback_after_failures=3,
-)
+# minReplicas 1, maxReplicas 10, messagesPerReplica 20, as the text above the table says.
+POLICY = ScalingPolicy(1, 10, 20, scale_down_window=60, fallback_replicas=3)
 DEPTHS = [0, 45, 130, 400, 260, 90, 30, 0, 0, 0, 0, 0, 25, None, None, None, None, 15]
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import kmock
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, condition, eventually
+from tests.operator.cluster import Cluster, eventually
 from tests.operator.conftest import OperatorFactory, ordersystem_spec, publish
 from tests.operator.crd import errors, openapi_schema
+from tests.operator.observe import condition, sample, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -51,21 +51,6 @@ async def posted(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
         return cluster.events(reason)
 
     return await eventually(found)
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def sample(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 async def test_unreachable_rabbitmq_degrades_and_keeps_the_replicas(
