@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from oms_operator.config import OperatorConfig
 from oms_operator.scaling import ScalingPolicy, render_table, simulate
 from tests.operator.crd import ROOT, openapi_schema
 
@@ -26,3 +27,9 @@ def test_every_spec_field_is_documented() -> None:
     for section in ("jwt", "workers", "rabbitmq"):
         for field in spec[section]["properties"]:
             assert f"`{field}`" in text, f"spec.{section}.{field} is not documented"
+
+
+def test_every_operator_setting_is_documented() -> None:
+    text = DOC.read_text()
+    for name in OperatorConfig.model_fields:
+        assert f"`OPERATOR_{name}`" in text, f"OPERATOR_{name} is not documented"
