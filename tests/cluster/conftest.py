@@ -144,6 +144,10 @@ async def release(
         "OPERATOR_LIVENESS_PORT": str(free_port()),
         "OPERATOR_KEY_RESYNC_SECONDS": "1",
         "OPERATOR_MAX_BACKOFF_SECONDS": "2",
+        # The API server ends each watch after 5 s, so every test below also runs across many
+        # watch renewals: an event lost between two watches would fail one of them.
+        "OPERATOR_WATCH_SERVER_TIMEOUT_SECONDS": "5",
+        "OPERATOR_WATCH_CLIENT_TIMEOUT_SECONDS": "15",
         "OPERATOR_LOG_LEVEL": "INFO",
     }
     operator = OperatorProcess(env, directory / "operator.log").start()
