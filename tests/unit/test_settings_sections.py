@@ -14,15 +14,11 @@ from oms.settings import (
     CacheSettings,
     ConsumerServiceSettings,
     ConsumerSettings,
-    CorsSettings,
     DatabaseSettings,
     DeadLetterSettings,
-    HttpServerSettings,
-    OrderSettings,
     OutboxSettings,
     ProcessingSettings,
     ProcessSettings,
-    RateLimitSettings,
     RedisSettings,
     RelaySettings,
     Settings,
@@ -32,20 +28,7 @@ from oms.settings import (
 )
 
 EXPECTED: dict[type[BaseSettings], set[type[BaseSettings]]] = {
-    ApiSettings: {
-        ProcessSettings,
-        HttpServerSettings,
-        DatabaseSettings,
-        RedisSettings,
-        CacheSettings,
-        BrokerSettings,
-        AuthSettings,
-        CorsSettings,
-        RateLimitSettings,
-        OrderSettings,
-        OutboxSettings,
-        ProcessingSettings,
-    },
+    ApiSettings: set(SECTIONS) - {ConsumerServiceSettings, WorkerServiceSettings},
     RelaySettings: {
         ProcessSettings,
         DatabaseSettings,
