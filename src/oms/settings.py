@@ -177,6 +177,8 @@ class AuthSettings(_Section):
 
 
 class CorsSettings(_Section):
+    """Which browser origins may call the API."""
+
     CORS_ORIGINS: CommaList = Field(default_factory=list)
     CORS_ALLOW_CREDENTIALS: bool = False
 
