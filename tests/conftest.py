@@ -159,6 +159,15 @@ class Account:
 AccountFactory = Callable[..., Awaitable[Account]]
 
 
+async def register(client: httpx.AsyncClient, email: str, password: str = "secret123") -> Account:
+    """A fresh account, registered and logged in over the API."""
+    registered = await client.post("/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+    token = await client.post("/token", data={"username": email, "password": password})
+    assert token.status_code == 200, token.text
+    return Account(registered.json()["id"], email, password, token.json()["access_token"])
+
+
 @pytest.fixture
 def make_account(client: httpx.AsyncClient) -> AccountFactory:
     counter = 0
@@ -166,12 +175,7 @@ def make_account(client: httpx.AsyncClient) -> AccountFactory:
     async def factory(email: str | None = None, password: str = "secret123") -> Account:
         nonlocal counter
         counter += 1
-        email = email or f"user{counter}@example.com"
-        registered = await client.post("/register", json={"email": email, "password": password})
-        assert registered.status_code == 201, registered.text
-        token = await client.post("/token", data={"username": email, "password": password})
-        assert token.status_code == 200, token.text
-        return Account(registered.json()["id"], email, password, token.json()["access_token"])
+        return await register(client, email or f"user{counter}@example.com", password)
 
     return factory
 

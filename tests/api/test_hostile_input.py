@@ -17,7 +17,7 @@ import pytest
 from oms.settings import Settings
 from oms_api.app import create_app
 from oms_api.routing import route
-from tests.conftest import Account, ServeFactory, SettingsFactory, serving
+from tests.conftest import Account, ServeFactory, SettingsFactory, register, serving
 
 PROBLEM = "application/problem+json"
 ORDER = {"items": [{"name": "pen", "quantity": 1}], "total_price": "3.10"}
@@ -497,14 +497,3 @@ async def test_several_workers_with_process_local_state_refuse_to_start() -> Non
         REDIS_URL_RATE_LIMIT="redis://127.0.0.1:6379/1",
     )
     assert unsafe_configuration(shared) == []
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-async def register(client: httpx.AsyncClient, email: str, password: str = "secret123") -> Account:
-    registered = await client.post("/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    token = await client.post("/token", data={"username": email, "password": password})
-    assert token.status_code == 200, token.text
-    return Account(registered.json()["id"], email, password, token.json()["access_token"])

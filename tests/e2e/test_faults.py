@@ -10,7 +10,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, EXCHANGE_NAME, QUEUE_NAME, ROUTING_KEY
+from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER
 from oms.settings import Settings
 from tests.e2e.conftest import FIGURES, StackFactory
@@ -22,6 +22,7 @@ from tests.pipeline.support import (
     create_orders,
     eventually,
     order_rows,
+    publish,
     queue_depth,
     register_and_login,
     unsent_outbox_count,
@@ -138,14 +139,7 @@ async def test_poison_message_lands_in_the_dlq_and_the_rest_flows(
     async with stack.client() as http:
         token = await register_and_login(http, "poison@example.com")
         before = await create_orders(http, token, 10)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(EXCHANGE_NAME)
-            await exchange.publish(
-                aio_pika.Message(b'{"event": "order.created"', content_type="application/json"),
-                ROUTING_KEY,
-            )
+        await publish(url, b'{"event": "order.created"', "application/json")
         after = await create_orders(http, token, 10)
         await processed_over_http(http, token, before + after, timeout=60)
         await wait_for_queue_depth(

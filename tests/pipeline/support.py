@@ -22,11 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from oms.cache import MemoryOrderCache, OrderCache
 from oms.db.models import Order, OutboxEvent
 from oms.db.session import create_engine, create_session_factory
+from oms.messaging.contracts import CONTENT_TYPE, EXCHANGE_NAME, ROUTING_KEY
 from oms.orders.service import OrderService
 from oms.resources import build_order_cache
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms.users.repository import UserRepository
+from tests.conftest import register
 from tests.harness import ServiceProcess, settings_env
 
 T = TypeVar("T")
@@ -144,6 +146,18 @@ async def drain_queue(channel: AbstractChannel, queue_name: str) -> list[Abstrac
     return taken
 
 
+async def publish(url: str, body: bytes, content_type: str = CONTENT_TYPE) -> None:
+    """`body` as one confirmed message to the order exchange, as any producer might send it."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EXCHANGE_NAME)
+        await exchange.publish(
+            aio_pika.Message(body, content_type=content_type, message_id=str(uuid.uuid4())),
+            ROUTING_KEY,
+        )
+
+
 async def queue_depth(url: str, queue_name: str) -> int:
     connection = await aio_pika.connect(url)
     try:
@@ -205,12 +219,7 @@ def worker_process(settings: Settings, workdir: Path, port: int, **env: Any) -> 
 # --- through the API (in process: tests.conftest.api_client) --------------------------------
 async def register_and_login(http: httpx.AsyncClient, email: str = "pipe@example.com") -> str:
     """A bearer token for a fresh account."""
-    password = "secret123"
-    registered = await http.post("/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    token = await http.post("/token", data={"username": email, "password": password})
-    assert token.status_code == 200, token.text
-    return str(token.json()["access_token"])
+    return (await register(http, email)).token
 
 
 ORDER_BODY = {"items": [{"name": "book", "quantity": 2}], "total_price": "19.90"}

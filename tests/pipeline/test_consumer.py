@@ -13,9 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from oms.messaging.contracts import (
     CONTENT_TYPE,
     DEAD_LETTER_QUEUE_NAME,
-    EXCHANGE_NAME,
     QUEUE_NAME,
-    ROUTING_KEY,
     OrderCreatedEvent,
 )
 from oms.pipeline.celery_config import create_celery_app
@@ -25,7 +23,13 @@ from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
 from tests.harness import free_port
-from tests.pipeline.support import broker_url, eventually, queue_depth, wait_for_queue_depth
+from tests.pipeline.support import (
+    broker_url,
+    eventually,
+    publish,
+    queue_depth,
+    wait_for_queue_depth,
+)
 
 
 class GatedDispatcher:
@@ -49,17 +53,6 @@ def an_event() -> OrderCreatedEvent:
     return OrderCreatedEvent(
         event_id=uuid.uuid4(), order_id=uuid.uuid4(), occurred_at=datetime.now(UTC)
     )
-
-
-async def publish(url: str, body: bytes, content_type: str = CONTENT_TYPE) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(EXCHANGE_NAME)
-        await exchange.publish(
-            aio_pika.Message(body, content_type=content_type, message_id=str(uuid.uuid4())),
-            ROUTING_KEY,
-        )
 
 
 async def dead_letters(url: str) -> list[AbstractIncomingMessage]:
