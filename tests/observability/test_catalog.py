@@ -17,7 +17,6 @@ import oms.pipeline.metrics
 import oms_api.metrics
 import oms_consumer.metrics
 import oms_worker.metrics
-from tests.markdown import heading_anchors
 from tests.observability.prometheus_server import ROOT
 
 OBSERVABILITY = ROOT / "observability"
@@ -50,6 +49,15 @@ def exported() -> dict[str, set[str]]:
 def alerts() -> list[dict[str, Any]]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    anchors = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 -]", "", title).replace(" ", "-"))
+    return anchors
 
 
 def test_the_metric_table_in_the_docs_is_exactly_what_the_services_export() -> None:
