@@ -15,14 +15,9 @@ IMAGE_CA_FILE ?= $(SSL_CERT_FILE)
 IMAGES := $(RUN) python scripts/images.py
 
 .PHONY: images
-images: install ## build the four images (engine and base made if missing; tags $(IMAGE_REGISTRY)/oms-<service>:$(IMAGE_TAG))
+images: install ## build the four images (starts a Docker engine and makes the base if needed)
 	$(IMAGES) build --registry "$(IMAGE_REGISTRY)" --tag "$(IMAGE_TAG)" --base "$(PYTHON_IMAGE)" \
 		$(if $(IMAGE_CA_FILE),--ca-file "$(IMAGE_CA_FILE)")
 
-.PHONY: images-engine
-images-engine: install ## make sure a Docker engine answers (starts dockerd when root; log .tools/docker/)
-	$(IMAGES) engine
-
-
-# Type-checked with the other delivery scripts (deploy-check in mk/deploy.mk).
-DEPLOY_SCRIPTS += scripts/images.py
+# Type-checked by `make typecheck`.
+TYPED_SCRIPTS += scripts/images.py
