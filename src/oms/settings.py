@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 def _split_commas(value: object) -> object:
@@ -93,6 +95,9 @@ class DatabaseSettings(_Section):
 
     @property
     def database_url(self) -> URL:
+        # Imported here: the consumer reads its settings from this module and has no SQLAlchemy.
+        from sqlalchemy.engine import URL, make_url
+
         if self.DATABASE_URL:
             return make_url(self.DATABASE_URL)
         if self.POSTGRES_HOST:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import orjson
 from sqlalchemy import delete, select, tuple_, update
@@ -20,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oms.cache import OrderCache
 from oms.db.models import IdempotencyKey, Order, OrderStatus, OutboxEvent, UserRole
 from oms.messaging.contracts import OrderCreatedEvent
+from oms.orders.schemas import OrderCreate, OrderOut, OrderPage
 from oms.orders.state_machine import allowed_targets, decide_transition
-from oms.schemas import OrderCreate, OrderOut, OrderPage
-from oms.security.tokens import TokenClaims
 from oms.users.repository import UserRepository
+
+if TYPE_CHECKING:
+    # Only annotations: the worker serializes orders with this module and has no JWT library.
+    from oms.security.tokens import TokenClaims
 
 
 class OrderNotFoundError(Exception):
