@@ -1,9 +1,12 @@
 """The uv workspace: every process is its own member with its own console scripts, the check
-behind `make deps-check` really fails on an undeclared import, and the operator's process loads
-none of the API's or the pipeline's stack."""
+behind `make deps-check` really fails on an undeclared import, each member installs (uv.lock)
+and loads only the stack it uses: no database for the consumer, no API or password hashing for
+the worker, no API or pipeline for the operator."""
 
 from __future__ import annotations
 
+import ast
+import os
 import subprocess
 import sys
 import tomllib
@@ -16,6 +19,43 @@ DEPTRY = str(Path(sys.executable).parent / "deptry")
 
 def _toml(path: Path) -> dict[str, Any]:
     return tomllib.loads(path.read_text())
+
+
+def _installed(member: str) -> set[str]:
+    """Every package uv.lock installs with `member` (its image's `uv sync --package`): the
+    closure over dependencies and the extras asked for. Markers are ignored: a superset."""
+    packages = {package["name"]: package for package in _toml(REPO / "uv.lock")["package"]}
+    seen: set[tuple[str, str | None]] = set()
+    pending: list[tuple[str, str | None]] = [(member, None)]
+    while pending:
+        name, extra = pending.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        package = packages[name]
+        requirements = (
+            package.get("optional-dependencies", {})[extra]
+            if extra
+            else package.get("dependencies", [])
+        )
+        for requirement in requirements:
+            pending.append((requirement["name"], None))
+            pending.extend((requirement["name"], one) for one in requirement.get("extra", []))
+    return {name for name, _ in seen}
+
+
+def _loaded(code: str, modules: tuple[str, ...], **env: str) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `code`."""
+    probe = f"import sys; {code}; print(sorted(m for m in {modules!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
+    return list(ast.literal_eval(result.stdout.strip()))
 
 
 def _members() -> list[str]:
@@ -75,13 +115,52 @@ def test_deptry_fails_on_an_import_the_member_does_not_declare(tmp_path: Path) -
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
+# What each image must not carry (issue 13: the consumer and worker images clearly smaller than
+# one image with everything); the names are uv.lock's.
+NOT_INSTALLED = {
+    "oms-consumer": {
+        "sqlalchemy", "asyncpg", "aiosqlite", "alembic", "argon2-cffi", "cryptography", "pyjwt",
+        "email-validator", "redis", "fastapi", "uvicorn", "kopf",
+    },
+    "oms-worker": {
+        "fastapi", "uvicorn", "starlette", "kopf", "argon2-cffi", "pyjwt", "cryptography",
+        "email-validator", "limits",
+    },
+    "oms-operator": {
+        "sqlalchemy", "alembic", "fastapi", "uvicorn", "celery", "redis", "argon2-cffi",
+    },
+}  # fmt: skip
+
+
+def test_each_member_installs_only_its_own_stack() -> None:
+    installed = {member: _installed(member) for member in (*NOT_INSTALLED, "oms-api")}
+    for member, forbidden in NOT_INSTALLED.items():
+        assert not installed[member] & forbidden, member
+    # What each does use is there: the closure follows the extras (not an empty walk).
+    assert {"celery", "aio-pika", "pydantic-settings", "prometheus-client"} <= installed[
+        "oms-consumer"
+    ]
+    assert {"celery", "sqlalchemy", "asyncpg", "alembic", "redis", "aio-pika"} <= installed[
+        "oms-worker"
+    ]
+    assert {"kopf", "cryptography", "pyjwt", "opentelemetry-sdk"} <= installed["oms-operator"]
+    assert NOT_INSTALLED["oms-consumer"] - {"kopf"} <= installed["oms-api"]
+
+
+def test_the_consumer_process_loads_no_database_or_cache() -> None:
+    modules = ("sqlalchemy", "redis", "cryptography", "jwt", "fastapi", "oms.db.session", "celery")
+    loaded = _loaded("import oms_consumer.main", modules)
+    assert loaded == ["celery"]
+
+
+def test_the_worker_process_loads_no_api_or_authentication() -> None:
+    # Not cryptography: redis imports it when it is installed, as it is in the development venv.
+    modules = ("fastapi", "argon2", "jwt", "email_validator", "sqlalchemy")
+    # oms_worker.app makes the Celery app on import, which needs a broker URL (never dialled).
+    loaded = _loaded("import oms_worker.main, oms_worker.app", modules, RABBITMQ_URL="amqp://x/")
+    assert loaded == ["sqlalchemy"]
+
+
 def test_the_operator_process_loads_no_api_or_pipeline_stack() -> None:
-    code = (
-        "import sys, oms_operator.main, oms_operator.handlers; "
-        "print(sorted(name for name in ('sqlalchemy', 'fastapi', 'celery', 'oms.settings') "
-        "if name in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    assert result.stdout.strip() == "[]"
+    modules = ("sqlalchemy", "fastapi", "celery", "oms.settings")
+    assert _loaded("import oms_operator.main, oms_operator.handlers", modules) == []
