@@ -223,12 +223,11 @@ async def create_orders_directly(
     engine = create_engine(settings)
     cache = MemoryOrderCache(60)
     try:
-        async with create_session_factory(engine)() as session:
-            service = OrderService(session, cache)
-            body = OrderCreate.model_validate(ORDER_BODY)
-            return [
-                (await service.create(user_id, body, trace_headers=trace_headers)).order.id
-                for _ in range(count)
-            ]
+        service = OrderService(create_session_factory(engine), cache)
+        body = OrderCreate.model_validate(ORDER_BODY)
+        return [
+            (await service.create(user_id, body, trace_headers=trace_headers)).order.id
+            for _ in range(count)
+        ]
     finally:
         await engine.dispose()

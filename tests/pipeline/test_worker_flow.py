@@ -53,12 +53,11 @@ async def _create_traced_order(settings: Settings, user_id: int) -> uuid.UUID:
     engine = create_engine(settings)
     cache = build_order_cache(settings)
     try:
-        async with create_session_factory(engine)() as session:
-            created = await OrderService(session, cache).create(
-                user_id,
-                OrderCreate.model_validate(ORDER_BODY),
-                trace_headers={"traceparent": TRACEPARENT},
-            )
+        created = await OrderService(create_session_factory(engine), cache).create(
+            user_id,
+            OrderCreate.model_validate(ORDER_BODY),
+            trace_headers={"traceparent": TRACEPARENT},
+        )
         return created.order.id
     finally:
         await cache.close()

@@ -102,8 +102,12 @@ class ObservedOrderCache:
         except CACHE_ERRORS:
             self._failed("get", order_id)
             return None
-        (self._misses if body is None else self._hits).inc()
+        self.count(hit=body is not None)
         return body
+
+    def count(self, *, hit: bool) -> None:
+        """Count a read made elsewhere (the request gate reads the cache with the limit)."""
+        (self._hits if hit else self._misses).inc()
 
     async def put(self, order_id: str, version: int, body: bytes) -> bool:
         try:
