@@ -97,14 +97,8 @@ async def test_orders_flow_through_consumer_and_worker(
             fresh = await http.get(f"/orders/{order_ids[0]}/", headers=headers)
             assert fresh.json()["processed_at"] is not None  # the cache did not stay stale
 
-            results = await _task_results(settings)
-            assert len(results) == len(order_ids)
-            assert {result["status"] for result in results.values()} == {"SUCCESS"}
-            processed = {
-                result["result"]["order_id"]  # type: ignore[index]
-                for result in results.values()
-            }
-            assert processed == {str(order_id) for order_id in order_ids}
+            # Successful tasks store no result: a Redis round trip per task nobody read.
+            assert await _task_results(settings) == {}
     finally:
         await consumer.stop()
         await worker.stop()
