@@ -179,11 +179,16 @@ class RabbitPublisher:
             for record in records
         ]
         # The one wait of the batch: every confirm, or the timeout for all of them.
-        done, late = await asyncio.wait(publishes, timeout=self._timeout)
-        for publish in late:
-            publish.cancel()
+        try:
+            done, _late = await asyncio.wait(publishes, timeout=self._timeout)
+        finally:
+            # Unconfirmed by the deadline, or the relay itself is being cancelled.
+            for publish in publishes:
+                if not publish.done():
+                    publish.cancel()
+        unconfirmed = TimeoutError("not confirmed in time")
         confirmations = [
-            publish.exception() or publish.result() if publish in done else TimeoutError()
+            publish.exception() or publish.result() if publish in done else unconfirmed
             for publish in publishes
         ]
         delivered = [isinstance(confirmation, Basic.Ack) for confirmation in confirmations]
