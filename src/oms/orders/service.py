@@ -115,27 +115,11 @@ def _bound_insert(table: Table, prefix: str, columns: list[str]) -> Insert:
     )
 
 
-_ORDER_COLUMNS = [
-    "id",
-    "user_id",
-    "items",
-    "total_price",
-    "status",
-    "created_at",
-    "updated_at",
-    "version",
-]
-_OUTBOX_COLUMNS = [
-    "id",
-    "event_type",
-    "aggregate_id",
-    "payload",
-    "headers",
-    "created_at",
-    "attempts",
-]
 _ORDERS = cast(Table, Order.__table__)
 _OUTBOX = cast(Table, OutboxEvent.__table__)
+# A new order and its outbox row set exactly their NOT NULL columns; the others stay null.
+_ORDER_COLUMNS = [column.name for column in _ORDERS.c if not column.nullable]
+_OUTBOX_COLUMNS = [column.name for column in _OUTBOX.c if not column.nullable]
 # Built once: the statements are the same for every order, only their parameters differ (and
 # building an INSERT per request cost more CPU than executing it).
 _INSERT_ORDER = _bound_insert(_ORDERS, "", _ORDER_COLUMNS)
