@@ -26,7 +26,6 @@ from limits import RateLimitItem
 from redis.asyncio import Redis
 
 from oms.cache import order_key
-from oms.settings import Settings
 
 # KEYS: access entry, limit key per user, limit key per IP, cache key ("" = no cache read).
 # ARGV: token generation, limit database ("" = same), limit on ("1"/"0"), now, amount, expiry.
@@ -105,23 +104,26 @@ def _server_and_db(url: str) -> tuple[str, str]:
 
 
 class RequestGate:
-    def __init__(self, redis: Redis, limit_db: str, settings: Settings) -> None:
-        self._prefix = settings.REDIS_KEY_PREFIX
+    def __init__(self, redis: Redis, limit_db: str, prefix: str) -> None:
+        self._prefix = prefix
         # limits' RedisStorage key: "<key_prefix>:<item key>" (see oms_api.ratelimit).
-        self._limit_prefix = f"{settings.REDIS_KEY_PREFIX}ratelimit:"
+        self._limit_prefix = f"{prefix}ratelimit:"
         self._limit_db = limit_db
         self._script = redis.register_script(_GATE)
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis | None) -> RequestGate | None:
-        """A gate when the cache and the limit counters share a Redis server, else None."""
-        if redis is None or not settings.REDIS_URL or not settings.REDIS_URL_RATE_LIMIT:
+    def build(
+        cls, redis: Redis | None, cache_url: str | None, limit_url: str | None, prefix: str
+    ) -> RequestGate | None:
+        """A gate when the cache (`cache_url`, read through `redis`) and the limit counters
+        (`limit_url`) share a Redis server, else None. `prefix`: REDIS_KEY_PREFIX."""
+        if redis is None or not cache_url or not limit_url:
             return None
-        cache_server, cache_db = _server_and_db(settings.REDIS_URL)
-        limit_server, limit_db = _server_and_db(settings.REDIS_URL_RATE_LIMIT)
+        cache_server, cache_db = _server_and_db(cache_url)
+        limit_server, limit_db = _server_and_db(limit_url)
         if cache_server != limit_server or not cache_db.isdigit() or not limit_db.isdigit():
             return None
-        return cls(redis, "" if limit_db == cache_db else limit_db, settings)
+        return cls(redis, "" if limit_db == cache_db else limit_db, prefix)
 
     def access_key(self, user_id: int) -> str:
         return f"{self._prefix}user:{user_id}:access"

@@ -63,7 +63,9 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         cache=ObservedOrderCache(cache),
         rate_limiter=RateLimiter(settings),
         access=access,
-        gate=RequestGate.build(settings, redis),
+        gate=RequestGate.build(
+            redis, settings.REDIS_URL, settings.REDIS_URL_RATE_LIMIT, settings.REDIS_KEY_PREFIX
+        ),
     )
     if settings.RUN_OUTBOX_RELAY:
         state.outbox_relay = OutboxRelay.from_settings(
