@@ -1,34 +1,46 @@
 # The two commands that matter: `make run` (start the system) and `make test` (check everything).
-# Every other target is a step of those two, usable on its own.
+# `make help` lists the everyday targets first; the others are steps of those, usable on their own.
+# Tools are installed by the targets that need them (prerequisites naming the installed files).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
 TOOLS := $(CURDIR)/.tools
-UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv/bin/uv)
+UV_BIN := $(TOOLS)/uv/bin/uv
+UV := $(or $(shell command -v uv 2>/dev/null),$(UV_BIN))
 RUN := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
 # Feature makefiles (mk/*.mk) add their own targets and hook into `make test` by appending to:
-#   CHECKS        - targets run after lint/typecheck, before pytest (e.g. helm lint)
-#   TEST_TOOLS    - targets that install tools the tests need (helm, promtool, ...)
+#   CHECKS        - targets run after lint/typecheck, before pytest: only checks no test runs
+#                   (a check with a test proving it fails belongs in the tests, so it runs once)
+#   TEST_TOOLS    - prerequisites installing the tools the tests need (helm, promtool, ...)
+#   TYPED_SCRIPTS - scripts outside the packages that `make typecheck` also checks
 CHECKS :=
 TEST_TOOLS :=
+TYPED_SCRIPTS :=
+# What `make help` lists first, in this order; wherever they are defined.
+EVERYDAY := run test services stack bench manifests images cluster cluster-down
 -include mk/*.mk
 
 .PHONY: help
-help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+help: ## list the targets, everyday ones first
+	@awk -F':.*## ' -v everyday="$(EVERYDAY)" ' \
+		/^[a-z0-9-]+:.*## / { doc[$$1] = $$2; order[++n] = $$1 } \
+		END { \
+			print "Everyday:"; count = split(everyday, first, " "); \
+			for (i = 1; i <= count; i++) if (first[i] in doc) { \
+				printf "  %-20s %s\n", first[i], doc[first[i]]; shown[first[i]] = 1 } \
+			print "\nOther targets:"; \
+			for (i = 1; i <= n; i++) if (!(order[i] in shown)) printf "  %-20s %s\n", order[i], doc[order[i]] \
+		}' $(MAKEFILE_LIST)
 
-$(TOOLS)/uv/bin/uv:
+$(UV_BIN):
 	$(PYTHON) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet uv
 
-.PHONY: uv
-uv: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/uv/bin/uv)
-
 .PHONY: install
-install: uv ## install the project and its development tools into .venv (from uv.lock)
+install: $(if $(shell command -v uv 2>/dev/null),,$(UV_BIN)) ## install the project and its development tools into .venv (from uv.lock)
 	$(UV) sync --frozen
 
 .PHONY: migrate
@@ -49,12 +61,14 @@ lint: install ## ruff lint and format check
 	$(RUN) ruff format --check .
 
 .PHONY: typecheck
-typecheck: install ## mypy (strict)
+typecheck: install ## mypy (strict): the packages and tests, then the scripts outside them
 	$(RUN) mypy
+	$(if $(TYPED_SCRIPTS),MYPYPATH=scripts $(RUN) mypy $(TYPED_SCRIPTS))
 
+# T narrows the run, e.g. `make pytest T=tests/operator` or `T="tests/pipeline tests/e2e -x"`.
 .PHONY: pytest
-pytest: install services $(TEST_TOOLS) ## run every test
-	$(RUN) pytest $(PYTEST_ARGS)
+pytest: install services $(TEST_TOOLS) ## run the tests: all, or T="<paths and pytest options>"
+	$(RUN) pytest $(T)
 
 .PHONY: test
 test: install services lint typecheck $(CHECKS) pytest ## lint, type-check and run every test

@@ -33,10 +33,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def main() -> None:
-    from oms.settings import get_settings
+    from oms.settings import get_api_settings
     from oms_api.server import server_options
 
-    options: dict[str, Any] = server_options(get_settings())
+    options: dict[str, Any] = server_options(get_api_settings())
     uvicorn.run("bench.baseline_app:app", **options)
 
 

@@ -39,10 +39,10 @@ async def ready() -> Response:
 
 
 def main() -> None:
-    from oms.settings import get_settings
+    from oms.settings import get_api_settings
     from oms_api.server import server_options
 
-    options: dict[str, Any] = server_options(get_settings())
+    options: dict[str, Any] = server_options(get_api_settings())
     uvicorn.run("bench.floor_app:app", **options)
 
 

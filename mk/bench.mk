@@ -16,8 +16,9 @@ $(VEGETA_STAMP):
 	  GOBIN=$(TOOLS)/bin $(GO) install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 	@touch $@
 
-.PHONY: bench-tools
-bench-tools: $(VEGETA_STAMP) ## install wrk (Debian package) unless present, build vegeta into .tools; pgbench comes with PostgreSQL's client
+# wrk and pgbench (PostgreSQL's client) come from Debian packages unless present.
+.PHONY: bench
+bench: install services $(VEGETA_STAMP) ## benchmark API + pipeline vs bare ASGI and pgbench (~3 min)
 	@command -v wrk >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
@@ -25,7 +26,4 @@ bench-tools: $(VEGETA_STAMP) ## install wrk (Debian package) unless present, bui
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-client >/dev/null; }
 	@wrk --version 2>&1 | head -1; pgbench --version; echo "vegeta $(VEGETA_VERSION)"
-
-.PHONY: bench
-bench: install services bench-tools ## benchmark API + pipeline vs bare ASGI and pgbench (~3 min)
 	$(RUN) python -m bench.run $(BENCH_ARGS)

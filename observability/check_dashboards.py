@@ -1,4 +1,5 @@
-"""Check the Grafana dashboards in observability/dashboards/ (run by `make observability-check`).
+"""Check the Grafana dashboards in observability/dashboards/ (run by
+tests/observability/test_catalog.py).
 
 Each dashboard must be valid JSON with a stable `uid` (unique across dashboards), a `datasource`
 variable of type datasource (Prometheus) used by every panel and target, unique panel ids

@@ -1,13 +1,15 @@
 """Shared helpers of the delivery scripts: render the chart with the real helm, validate the output.
 
-Used by check-chart.py, render-manifests.py, sync-chart-files.py and check-tiltfile.py. The binary
-paths come from HELM_BIN / KUBECTL_BIN (set by mk/deploy.mk) or default to .tools/bin.
+Used by check-chart.py, the three generators run by `make manifests` (sync-chart-files.py,
+render-chart-readme.py, render-manifests.py) and check-tiltfile.py. The binary paths come from
+HELM_BIN / KUBECTL_BIN (set by mk/deploy.mk) or default to .tools/bin.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,52 @@ def helm_bin() -> str:
 
 def kubectl_bin() -> str:
     return os.environ.get("KUBECTL_BIN") or str(REPO / ".tools" / "bin" / "kubectl")
+
+
+@dataclass
+class Generated:
+    """The files one generator owns: what each must contain, and files of its own that must go
+    (with the reason). `check` only reports (for tests and CI); `write` makes it so."""
+
+    what: str
+    wanted: dict[Path, bytes]
+    orphans: dict[Path, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        found = [
+            f"{shown(path)} is stale or missing"
+            for path, content in self.wanted.items()
+            if not path.is_file() or path.read_bytes() != content
+        ]
+        return found + [f"{shown(path)}: {reason}" for path, reason in self.orphans.items()]
+
+    def check(self) -> int:
+        problems = self.problems()
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print(f"{self.what} is stale: run `make manifests`", file=sys.stderr)
+            return 1
+        print(f"{self.what}: up to date ({len(self.wanted)} files)")
+        return 0
+
+    def write(self) -> int:
+        for path in self.orphans:
+            path.unlink()
+        changed = 0
+        for path, content in self.wanted.items():
+            # Only changed files are written, so unchanged ones keep their timestamps.
+            if not path.is_file() or path.read_bytes() != content:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+                changed += 1
+        print(
+            f"{self.what}: {len(self.wanted)} files, {changed} written, {len(self.orphans)} removed"
+        )
+        return 0
+
+    def run(self, *, check: bool) -> int:
+        return self.check() if check else self.write()
 
 
 class ToolError(RuntimeError):

@@ -1,5 +1,6 @@
 """Copy the dashboards and alert rules of observability/ into charts/oms/files/ (the chart can
-only read files inside itself). `--check` changes nothing and fails when the copy is stale.
+only read files inside itself). Run by `make manifests`; `--check` changes nothing and fails when
+the copy is stale (tests/deploy runs it).
 
 observability/dashboards/*.json       -> charts/oms/files/dashboards/   (Grafana ConfigMaps)
 observability/prometheus/*.rules.yaml -> charts/oms/files/prometheus/   (PrometheusRules)
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import deploylib
@@ -33,10 +33,10 @@ def _check_parses(path: Path) -> None:
         raise ValueError(f"{path}: a Prometheus rules file needs a top-level `groups` list")
 
 
-def plan(source_root: Path, chart_files: Path) -> tuple[dict[Path, bytes], list[Path]]:
-    """Files to write (target -> content) and stale files to delete."""
+def generated(source_root: Path, chart_files: Path) -> deploylib.Generated:
+    """The copies to write, and chart files whose source is gone."""
     wanted: dict[Path, bytes] = {}
-    stale: list[Path] = []
+    orphans: dict[Path, str] = {}
     for folder, pattern in MAPPINGS:
         sources = sorted((source_root / folder).glob(pattern))
         target_dir = chart_files / folder
@@ -45,22 +45,12 @@ def plan(source_root: Path, chart_files: Path) -> tuple[dict[Path, bytes], list[
             wanted[target_dir / source.name] = source.read_bytes()
         names = {source.name for source in sources}
         if target_dir.is_dir():
-            stale.extend(
-                path
+            orphans |= {
+                path: "no longer in observability/"
                 for path in sorted(target_dir.iterdir())
                 if path.is_file() and path.name != KEEP and path.name not in names
-            )
-    return wanted, stale
-
-
-def differences(wanted: dict[Path, bytes], stale: list[Path]) -> list[str]:
-    problems = [
-        f"stale or missing: {deploylib.shown(target)}"
-        for target, content in wanted.items()
-        if not target.is_file() or target.read_bytes() != content
-    ]
-    problems += [f"no longer in observability/: {deploylib.shown(path)}" for path in stale]
-    return problems
+            }
+    return deploylib.Generated("chart files", wanted, orphans)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,23 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=deploylib.OBSERVABILITY)
     parser.add_argument("--chart-files", type=Path, default=deploylib.CHART / "files")
     args = parser.parse_args(argv)
-    wanted, stale = plan(args.source, args.chart_files)
-    problems = differences(wanted, stale)
-    if args.check:
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if problems:
-            print("chart files are stale: run `make chart-files`", file=sys.stderr)
-            return 1
-        print(f"chart files: up to date ({len(wanted)} files)")
-        return 0
-    for target, content in wanted.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    for path in stale:
-        path.unlink()
-    print(f"chart files: {len(wanted)} copied, {len(stale)} removed")
-    return 0
+    return generated(args.source, args.chart_files).run(check=args.check)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -90,6 +91,46 @@ async def settings(make_settings: SettingsFactory) -> Settings:
     return await make_settings()
 
 
+def asgi_client(application: FastAPI, client_ip: str) -> httpx.AsyncClient:
+    """A client of `application` in this process, coming from `client_ip` (limits key on it)."""
+    transport = httpx.ASGITransport(app=application, client=(client_ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@contextlib.asynccontextmanager
+async def api_client(
+    settings: Settings, client_ip: str = "203.0.113.20"
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app of its own (a second API process, as far as shared state goes), started, and a
+    client of it."""
+    application = create_app(settings)
+    lifespan = application.router.lifespan_context(application)
+    async with lifespan, asgi_client(application, client_ip) as http:
+        yield application, http
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """`api_client` for a test that needs only the client."""
+    async with api_client(settings) as (_application, http):
+        yield http
+
+
+ServeFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def serve(make_settings: SettingsFactory) -> ServeFactory:
+    """`serving` on settings of the test's own with these overrides."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        async with serving(await make_settings(**overrides)) as http:
+            yield http
+
+    return start
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
@@ -99,8 +140,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(app, "203.0.113.10") as http:
         yield http
 
 
@@ -119,6 +159,15 @@ class Account:
 AccountFactory = Callable[..., Awaitable[Account]]
 
 
+async def register(client: httpx.AsyncClient, email: str, password: str = "secret123") -> Account:
+    """A fresh account, registered and logged in over the API."""
+    registered = await client.post("/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+    token = await client.post("/token", data={"username": email, "password": password})
+    assert token.status_code == 200, token.text
+    return Account(registered.json()["id"], email, password, token.json()["access_token"])
+
+
 @pytest.fixture
 def make_account(client: httpx.AsyncClient) -> AccountFactory:
     counter = 0
@@ -126,12 +175,7 @@ def make_account(client: httpx.AsyncClient) -> AccountFactory:
     async def factory(email: str | None = None, password: str = "secret123") -> Account:
         nonlocal counter
         counter += 1
-        email = email or f"user{counter}@example.com"
-        registered = await client.post("/register", json={"email": email, "password": password})
-        assert registered.status_code == 201, registered.text
-        token = await client.post("/token", data={"username": email, "password": password})
-        assert token.status_code == 200, token.text
-        return Account(registered.json()["id"], email, password, token.json()["access_token"])
+        return await register(client, email or f"user{counter}@example.com", password)
 
     return factory
 

@@ -46,15 +46,24 @@ def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> N
     kopf.event(objects, type=type_, reason=reason, message=message)
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorConfig()
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # One documented replica: no peering objects, so no extra CRDs or RBAC for them.
     settings.peering.standalone = True
     # Resources are discovered once at start-up: no cluster-wide watch on CRDs or namespaces.
     settings.scanning.disabled = True
     # Kubernetes Events for our own decisions (scaling, rotation) are posted explicitly.
     settings.posting.level = logging.WARNING
+    # Kopf sets no watch timeouts by default, so a watch that stays open but silent would never
+    # be replaced (nolar/kopf#204, #585, #698; dask-kubernetes sets them for the same reason).
+    settings.watching.server_timeout = config.WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = config.WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.watching.connect_timeout = config.WATCH_CONNECT_TIMEOUT_SECONDS
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorConfig()
+    configure_kopf(settings, config)
     configure_tracing("oms-operator")
     api = await KubeApi.connect()
     memo.kube = api

@@ -1,6 +1,10 @@
 """One control loop per OrderSystem: keys, then scaling, then status. All decisions are made by
-the pure functions in `keys`, `scaling` and `conditions`; this module only does the I/O around
-them, and never lets one failing part stop the others."""
+the pure functions in `keys` and `scaling`, and everything reported (status, conditions, Event
+text) is rendered by the pure functions in `reports`; this module only does the I/O around them,
+and never lets one failing part stop the others.
+
+A scaling poll is read (replicas, queue depth), decide (`scaling.plan_scale`), apply (the scale
+request), report (metrics and Events from `reports.render_scaling`)."""
 
 from __future__ import annotations
 
@@ -10,48 +14,27 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from oms.backoff import exponential_delay
 from oms.security.jwk import generate_private_key, private_key_to_pem
 from oms.telemetry import tracer as named_tracer
-from oms_operator import metrics
-from oms_operator.conditions import (
-    KEYS_READY,
-    SCALING_ACTIVE,
-    Condition,
-    merge_conditions,
-    summarize,
-    timestamp,
-)
-from oms_operator.keys import (
-    LIFECYCLE_ANNOTATION,
-    NEXT_PRIVATE_KEY,
-    KeyAction,
-    KeyPolicy,
-    KeyRing,
-    SecretReading,
-    data_digest,
-    new_ring,
-    plan_keys,
-    promote,
-    prune,
-    read_secret,
-    render_lifecycle,
-    render_secret_data,
-    stage,
-)
+from oms_operator import keys, metrics, reports
+from oms_operator.conditions import Condition, merge_conditions, timestamp
+from oms_operator.keys import KeyAction, KeyPolicy, KeyRing, SecretReading
 from oms_operator.kube import KubeApi, KubeApiError, SecretObject, encode_data
 from oms_operator.queues import DepthReading, QueueUnreadableError, RabbitMQDepthReader
-from oms_operator.scaling import (
-    Recommendation,
-    ScaleReason,
-    ScalingPolicy,
-    plan_scale,
-    seed_history,
+from oms_operator.reports import (
+    Event,
+    KeysOutcome,
+    ScaleChange,
+    ScalingInputs,
+    ScalingOutcome,
+    error_text,
 )
+from oms_operator.scaling import Recommendation, ScaleDecision, plan_scale, seed_history
 from oms_operator.spec import API_VERSION, KIND, InvalidSpecError, OrderSystemSpec, parse_spec
 
 log = logging.getLogger("oms_operator.reconciler")
@@ -86,45 +69,6 @@ class Dependencies:
     max_backoff: float = 300.0
     key_resync: float = 300.0
     reader_factory: Callable[[], RabbitMQDepthReader] = RabbitMQDepthReader
-
-
-def key_policy(spec: OrderSystemSpec) -> KeyPolicy:
-    jwt = spec.jwt
-    return KeyPolicy(
-        key_size=jwt.key_size,
-        rotation_interval=timedelta(seconds=jwt.rotation_interval_seconds),
-        propagation_delay=timedelta(seconds=jwt.propagation_delay_seconds),
-        retention=timedelta(seconds=jwt.retired_key_retention_seconds),
-    )
-
-
-def scaling_policy(spec: OrderSystemSpec) -> ScalingPolicy:
-    workers = spec.workers
-    return ScalingPolicy(
-        min_replicas=workers.min_replicas,
-        max_replicas=workers.max_replicas,
-        messages_per_replica=workers.messages_per_replica,
-        activation_threshold=workers.activation_threshold,
-        scale_down_window=workers.scale_down_stabilization_seconds,
-        fallback_replicas=workers.fallback_replicas,
-        fallback_after_failures=workers.fallback_after_failures,
-        paused=workers.paused,
-    )
-
-
-@dataclass
-class KeysOutcome:
-    condition: Condition
-    status: dict[str, Any] = field(default_factory=dict)
-    next_check_in: float = 300.0
-    problem: Condition | None = None
-
-
-@dataclass
-class ScalingOutcome:
-    condition: Condition
-    status: dict[str, Any] = field(default_factory=dict)
-    problems: list[Condition] = field(default_factory=list)
 
 
 class OrderSystemController:
@@ -177,8 +121,8 @@ class OrderSystemController:
     def _labels(self) -> dict[str, str]:
         return {"namespace": self.namespace, "ordersystem": self.name}
 
-    def _event(self, type_: str, reason: str, message: str) -> None:
-        self._deps.emit_event(self.reference, type_, reason, message)
+    def _post(self, event: Event) -> None:
+        self._deps.emit_event(self.reference, event.type, event.reason, event.message)
 
     # --- loop -----------------------------------------------------------------------------
 
@@ -216,7 +160,7 @@ class OrderSystemController:
                 await self._report_invalid_spec(str(error))
                 return self._deps.key_resync
             self._invalid_spec_reported = None
-            keys = await self._reconcile_keys(spec)
+            key_outcome = await self._reconcile_keys(spec)
             mono = self._deps.monotonic()
             if self._poll_now or mono >= self._next_poll_at or self._scaling is None:
                 self._poll_now = False
@@ -226,25 +170,25 @@ class OrderSystemController:
                 self._next_poll_at = mono + exponential_delay(
                     self._failures + 1, interval, self._deps.max_backoff
                 )
-            await self._publish(spec, keys, self._scaling)
+            await self._publish(spec, key_outcome, self._scaling)
             until_poll = self._next_poll_at - self._deps.monotonic()
-            return min(until_poll, keys.next_check_in, self._deps.key_resync)
+            return min(until_poll, key_outcome.next_check_in, self._deps.key_resync)
 
     # --- keys -----------------------------------------------------------------------------
 
     async def _read_keys(self, secret: SecretObject, policy: KeyPolicy) -> SecretReading:
-        annotation = secret.annotations.get(LIFECYCLE_ANNOTATION, "")
-        digest = data_digest({**secret.data, "\0annotation": annotation.encode()})
+        annotation = secret.annotations.get(keys.LIFECYCLE_ANNOTATION, "")
+        digest = keys.data_digest({**secret.data, "\0annotation": annotation.encode()})
         if self._secret_cache is not None and self._secret_cache[0] == digest:
             return self._secret_cache[1]
         reading = await asyncio.to_thread(
-            read_secret, secret.data, secret.annotations, policy, self._deps.clock()
+            keys.read_secret, secret.data, secret.annotations, policy, self._deps.clock()
         )
         self._secret_cache = (digest, reading)
         return reading
 
     async def _reconcile_keys(self, spec: OrderSystemSpec) -> KeysOutcome:
-        policy = key_policy(spec)
+        policy = spec.jwt.policy()
         secret_name = spec.jwt.secret_name
         now = self._deps.clock()
         try:
@@ -257,8 +201,7 @@ class OrderSystemController:
             )
             if owned_elsewhere:
                 message = f"Secret {secret_name} is owned by another object; not touching it"
-                condition = Condition(KEYS_READY, False, "SecretOwnedElsewhere", message)
-                return KeysOutcome(condition, problem=condition)
+                return reports.keys_failed("SecretOwnedElsewhere", message)
             reading = None if secret is None else await self._read_keys(secret, policy)
             ring, actions = await self._advance_keys(reading, policy, now)
             if actions or (secret is not None and self.uid not in secret.owner_uids):
@@ -271,10 +214,9 @@ class OrderSystemController:
                 "key reconcile failed",
                 extra={"namespace": self.namespace, "ordersystem": self.name, "error": str(error)},
             )
-            condition = Condition(KEYS_READY, False, "KubernetesApiError", str(error)[:300])
-            return KeysOutcome(condition, next_check_in=10.0, problem=condition)
+            return reports.keys_failed("KubernetesApiError", error_text(error), next_check_in=10.0)
 
-        plan = plan_keys(SecretReading(ring), policy, now)
+        plan = keys.plan_keys(SecretReading(ring), policy, now)
         due = ring.rotation_due_at(policy) + policy.propagation_delay
         if ring.staged is not None:
             due = ring.staged.published_at + policy.propagation_delay
@@ -283,22 +225,7 @@ class OrderSystemController:
         next_check_in = self._deps.key_resync
         if plan.next_check_at is not None:
             next_check_in = max((plan.next_check_at - now).total_seconds(), 0.05)
-        published = len(ring.published_kids())
-        message = (
-            f"Signing with key {ring.current.kid}; {published} key(s) published; "
-            f"next key signs from {timestamp(due)}"
-        )
-        return KeysOutcome(
-            Condition(KEYS_READY, True, "KeysProvisioned", message),
-            {
-                "keySecret": secret_name,
-                "keyId": ring.current.kid,
-                "lastRotation": timestamp(ring.current.active_since),
-                "nextRotation": timestamp(due),
-                "publishedKeyIds": ring.published_kids(),
-            },
-            next_check_in,
-        )
+        return reports.keys_ready(ring, secret_name, due, next_check_in)
 
     async def _advance_keys(
         self, reading: SecretReading | None, policy: KeyPolicy, now: datetime
@@ -308,7 +235,7 @@ class OrderSystemController:
         actions: list[tuple[KeyAction, str]] = []
         state = reading
         for _ in range(MAX_KEY_STEPS):
-            plan = plan_keys(state, policy, now)
+            plan = keys.plan_keys(state, policy, now)
             if plan.action is KeyAction.NONE:
                 break
             ring = state.ring if state is not None else None
@@ -316,15 +243,15 @@ class OrderSystemController:
                 salvaged = state.salvaged if state is not None else ()
                 pem = await self._deps.generate_key(policy.key_size)
                 ring = await asyncio.to_thread(
-                    new_ring, pem, policy.key_size, now, policy, salvaged
+                    keys.new_ring, pem, policy.key_size, now, policy, salvaged
                 )
             elif plan.action is KeyAction.STAGE:
                 pem = await self._deps.generate_key(policy.key_size)
-                ring = await asyncio.to_thread(stage, ring, pem, policy.key_size, now)
+                ring = await asyncio.to_thread(keys.stage, ring, pem, policy.key_size, now)
             elif plan.action is KeyAction.PROMOTE:
-                ring = promote(ring, now, policy)
+                ring = keys.promote(ring, now, policy)
             elif plan.action is KeyAction.PRUNE:
-                ring = prune(ring, now)
+                ring = keys.prune(ring, now)
             actions.append((plan.action, plan.reason))
             state = SecretReading(ring)
         if state is None or state.ring is None:
@@ -332,10 +259,10 @@ class OrderSystemController:
         return state.ring, actions
 
     async def _write_secret(self, name: str, existing: SecretObject | None, ring: KeyRing) -> None:
-        data = render_secret_data(ring)
+        data = keys.render_secret_data(ring)
         metadata: dict[str, Any] = {
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: self.name},
-            "annotations": {LIFECYCLE_ANNOTATION: render_lifecycle(ring)},
+            "annotations": {keys.LIFECYCLE_ANNOTATION: keys.render_lifecycle(ring)},
         }
         if self.uid:
             metadata["ownerReferences"] = [
@@ -358,46 +285,81 @@ class OrderSystemController:
             await self._deps.kube.create_secret(self.namespace, body)
         else:
             patch_data: dict[str, Any] = dict(encode_data(data))
-            if NEXT_PRIVATE_KEY in existing.data and NEXT_PRIVATE_KEY not in data:
-                patch_data[NEXT_PRIVATE_KEY] = None
+            if keys.NEXT_PRIVATE_KEY in existing.data and keys.NEXT_PRIVATE_KEY not in data:
+                patch_data[keys.NEXT_PRIVATE_KEY] = None
             if existing.resource_version:
                 # Optimistic concurrency: a concurrent writer makes this a 409, retried next pass.
                 metadata["resourceVersion"] = existing.resource_version
             await self._deps.kube.patch_secret(
                 self.namespace, name, {"metadata": metadata, "data": patch_data}
             )
-        annotation = metadata["annotations"][LIFECYCLE_ANNOTATION]
-        digest = data_digest({**data, "\0annotation": annotation.encode()})
+        annotation = metadata["annotations"][keys.LIFECYCLE_ANNOTATION]
+        digest = keys.data_digest({**data, "\0annotation": annotation.encode()})
         self._secret_cache = (digest, SecretReading(ring))
 
     def _announce_key_action(
         self, action: KeyAction, reason: str, ring: KeyRing, secret_name: str
     ) -> None:
         metrics.KEY_ROTATIONS.labels(**self._labels(), action=action.value.lower()).inc()
-        messages = {
-            KeyAction.CREATE: f"Created signing key {ring.current.kid} in Secret {secret_name}",
-            KeyAction.REPAIR: f"Secret {secret_name} was unusable; new signing key "
-            f"{ring.current.kid}",
-            KeyAction.STAGE: f"Published the next key ahead of rotation ({reason})",
-            KeyAction.PROMOTE: f"Rotated: key {ring.current.kid} signs now; the previous key "
-            "stays published until its tokens expire",
-            KeyAction.PRUNE: "Removed expired retired keys from the JWKS",
-        }
-        reasons = {
-            KeyAction.CREATE: "KeyCreated",
-            KeyAction.REPAIR: "KeyRepaired",
-            KeyAction.STAGE: "KeyStaged",
-            KeyAction.PROMOTE: "KeyRotated",
-            KeyAction.PRUNE: "RetiredKeysPruned",
-        }
-        event_type = "Warning" if action is KeyAction.REPAIR else "Normal"
-        self._event(event_type, reasons[action], messages[action])
+        event = reports.key_event(action, reason, ring, secret_name)
+        self._post(event)
         log.info(
-            messages[action],
+            event.message,
             extra={"namespace": self.namespace, "ordersystem": self.name, "kid": ring.current.kid},
         )
 
-    # --- scaling --------------------------------------------------------------------------
+    # --- scaling: read, decide, apply, report ------------------------------------------------
+
+    async def _reconcile_scaling(self, spec: OrderSystemSpec) -> ScalingOutcome:
+        policy = spec.workers.policy()
+        metrics.MAX_REPLICAS.labels(**self._labels()).set(policy.max_replicas)
+        inputs = await self._read_scaling_inputs(spec)
+        if isinstance(inputs, ScalingOutcome):  # no Deployment to decide for
+            self._failures += 1
+            return inputs
+        self._failures = 0 if inputs.unreadable is None else self._failures + 1
+        self._report_poll(inputs)
+        if self._history is None:
+            self._history = seed_history(policy, inputs.replicas, inputs.at)
+        decision = plan_scale(
+            policy, inputs.replicas, inputs.depth, self._history, inputs.at, self._failures
+        )
+        self._history = decision.history
+        current = await self._apply_scale(spec, inputs, decision)
+        if isinstance(current, ScalingOutcome):  # the scale request failed
+            return current
+        report = reports.render_scaling(
+            policy,
+            spec.workers.queues,
+            inputs,
+            decision,
+            current,
+            self._last_scale_time,
+            self._failures,
+        )
+        self._report_scaling(inputs, decision, current, report.events)
+        return report.outcome
+
+    async def _read_scaling_inputs(self, spec: OrderSystemSpec) -> ScalingInputs | ScalingOutcome:
+        """Read: the worker replicas, then the queue depth (or why it cannot be read)."""
+        deployment = spec.workers.deployment_name
+        try:
+            replicas = await self._deps.kube.read_replicas(self.namespace, deployment)
+        except KubeApiError as error:
+            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
+            return reports.scaling_inactive("KubernetesApiError", error_text(error))
+        if replicas is None:
+            message = f"Deployment {deployment} not found"
+            return reports.scaling_inactive("DeploymentNotFound", message)
+        at = self._deps.monotonic()
+        try:
+            reading = await self._read_depth(spec)
+        except KubeApiError as error:
+            unreadable = QueueUnreadableError("KubernetesApiError", error_text(error))
+            return ScalingInputs(replicas.desired, at, unreadable=unreadable)
+        except QueueUnreadableError as error:
+            return ScalingInputs(replicas.desired, at, unreadable=error)
+        return ScalingInputs(replicas.desired, at, reading)
 
     async def _rabbitmq_urls(self, spec: OrderSystemSpec) -> tuple[str, str | None]:
         ref = spec.rabbitmq.url_secret_ref
@@ -438,162 +400,80 @@ class OrderSystemController:
             span.set_attribute("oms.queue_depth", reading.total)
             return reading
 
-    async def _reconcile_scaling(self, spec: OrderSystemSpec) -> ScalingOutcome:
-        policy = scaling_policy(spec)
-        workers = spec.workers
-        labels = self._labels()
-        metrics.MAX_REPLICAS.labels(**labels).set(policy.max_replicas)
+    async def _apply_scale(
+        self, spec: OrderSystemSpec, inputs: ScalingInputs, decision: ScaleDecision
+    ) -> int | ScalingOutcome:
+        """Apply: the replicas after this poll, or what to report when the scale failed."""
+        if not decision.changes(inputs.replicas):
+            return inputs.replicas
+        deployment = spec.workers.deployment_name
         try:
-            replicas = await self._deps.kube.read_replicas(self.namespace, workers.deployment_name)
+            await self._deps.kube.scale(self.namespace, deployment, decision.desired)
         except KubeApiError as error:
-            self._failures += 1
-            metrics.RECONCILE_ERRORS.labels(**labels, stage="scaling").inc()
-            condition = Condition(SCALING_ACTIVE, False, "KubernetesApiError", str(error)[:300])
-            return ScalingOutcome(condition, problems=[condition])
-        if replicas is None:
-            self._failures += 1
-            message = f"Deployment {workers.deployment_name} not found"
-            condition = Condition(SCALING_ACTIVE, False, "DeploymentNotFound", message)
-            return ScalingOutcome(condition, problems=[condition])
-        now = self._deps.monotonic()
-        if self._history is None:
-            self._history = seed_history(policy, replicas.desired, now)
+            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
+            return reports.scaling_inactive("ScaleFailed", error_text(error))
+        self._announce_scale(
+            ScaleChange(inputs.replicas, decision.desired, decision.reason, inputs.depth)
+        )
+        return decision.desired
 
-        problems: list[Condition] = []
-        reading: DepthReading | None = None
-        unreadable: QueueUnreadableError | None = None
-        try:
-            reading = await self._read_depth(spec)
-        except KubeApiError as error:
-            unreadable = QueueUnreadableError("KubernetesApiError", str(error)[:300])
-        except QueueUnreadableError as error:
-            unreadable = error
-        if unreadable is not None:
-            self._failures += 1
+    def _announce_scale(self, change: ScaleChange) -> None:
+        metrics.SCALE_EVENTS.labels(**self._labels(), direction=change.direction).inc()
+        self._last_scale_time = timestamp(self._deps.clock())
+        event = reports.scale_event(change)
+        self._post(event)
+        log.info(
+            event.message,
+            extra={"namespace": self.namespace, "ordersystem": self.name, "replicas": change.after},
+        )
+
+    def _report_poll(self, inputs: ScalingInputs) -> None:
+        labels = self._labels()
+        if inputs.unreadable is not None:
             metrics.RECONCILE_ERRORS.labels(**labels, stage="poll").inc()
             metrics.QUEUE_READABLE.labels(**labels).set(0)
         else:
-            self._failures = 0
             metrics.QUEUE_READABLE.labels(**labels).set(1)
             metrics.LAST_SUCCESSFUL_POLL.labels(**labels).set(time.time())
 
-        depth = None if reading is None else reading.total
-        decision = plan_scale(policy, replicas.desired, depth, self._history, now, self._failures)
-        self._history = decision.history
-        current = replicas.desired
-        if decision.changes(current):
-            try:
-                await self._deps.kube.scale(
-                    self.namespace, workers.deployment_name, decision.desired
-                )
-            except KubeApiError as error:
-                metrics.RECONCILE_ERRORS.labels(**labels, stage="scaling").inc()
-                condition = Condition(SCALING_ACTIVE, False, "ScaleFailed", str(error)[:300])
-                return ScalingOutcome(condition, problems=[condition])
-            self._announce_scale(current, decision.desired, decision.reason, depth)
-            current = decision.desired
+    def _report_scaling(
+        self,
+        inputs: ScalingInputs,
+        decision: ScaleDecision,
+        current: int,
+        events: tuple[Event, ...],
+    ) -> None:
+        labels = self._labels()
         metrics.DESIRED_REPLICAS.labels(**labels).set(decision.desired)
         metrics.CURRENT_REPLICAS.labels(**labels).set(current)
         if decision.required is not None:
             metrics.REQUIRED_REPLICAS.labels(**labels).set(decision.required)
-
-        status: dict[str, Any] = {
-            "desiredReplicas": decision.desired,
-            "currentReplicas": current,
-            "lastScaleTime": self._last_scale_time,
-        }
-        if reading is not None:
-            for queue in reading.queues:
-                metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="ready").set(
-                    queue.ready
-                )
-                if queue.unacked is not None:
-                    metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="unacked").set(
-                        queue.unacked
-                    )
-            status["queueDepth"] = reading.total
-            status["queues"] = [
-                {"name": queue.queue, "ready": queue.ready, "unacked": queue.unacked}
-                for queue in reading.queues
-            ]
-            if reading.management_error is not None:
-                problems.append(
-                    Condition(
-                        "Degraded",
-                        True,
-                        "UnackedUnknown",
-                        "Counting ready messages only; " + reading.management_error,
-                    )
-                )
-
-        if unreadable is not None:
-            kept = (
-                f"fallback to {decision.desired} replicas"
-                if decision.reason is ScaleReason.FALLBACK
-                else f"keeping {decision.desired} replicas"
-            )
-            message = f"{unreadable.message}; {kept} (failure {self._failures})"
-            condition = Condition(SCALING_ACTIVE, False, unreadable.reason, message)
-            problems.insert(0, condition)
-            if self._failures == 1:
-                self._event("Warning", unreadable.reason, message)
-        elif policy.paused:
-            condition = Condition(
-                SCALING_ACTIVE,
-                False,
-                "Paused",
-                f"spec.workers.paused is true; replicas stay at {current}",
-            )
-        else:
-            condition = Condition(
-                SCALING_ACTIVE,
-                True,
-                decision.reason.value,
-                f"{depth} message(s) in {', '.join(workers.queues)}; desired {decision.desired} "
-                f"replica(s) within [{policy.min_replicas}, {policy.max_replicas}]",
-            )
-        return ScalingOutcome(condition, status, problems)
-
-    def _announce_scale(
-        self, before: int, after: int, reason: ScaleReason, depth: int | None
-    ) -> None:
-        direction = "up" if after > before else "down"
-        if reason is ScaleReason.FALLBACK:
-            direction = "fallback"
-        metrics.SCALE_EVENTS.labels(**self._labels(), direction=direction).inc()
-        self._last_scale_time = timestamp(self._deps.clock())
-        seen = "queue unreadable" if depth is None else f"{depth} message(s) queued"
-        message = f"Scaled workers from {before} to {after} ({seen})"
-        event_reason = {"up": "ScaledUp", "down": "ScaledDown", "fallback": "ScaledToFallback"}
-        event_type = "Warning" if direction == "fallback" else "Normal"
-        self._event(event_type, event_reason[direction], message)
-        log.info(
-            message,
-            extra={"namespace": self.namespace, "ordersystem": self.name, "replicas": after},
-        )
+        for queue in inputs.reading.queues if inputs.reading is not None else ():
+            depth = metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="ready")
+            depth.set(queue.ready)
+            if queue.unacked is not None:
+                unacked = metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="unacked")
+                unacked.set(queue.unacked)
+        for event in events:
+            self._post(event)
 
     # --- status ---------------------------------------------------------------------------
 
     async def _publish(
-        self, spec: OrderSystemSpec, keys: KeysOutcome, scaling: ScalingOutcome
+        self, spec: OrderSystemSpec, key_outcome: KeysOutcome, scaling: ScalingOutcome
     ) -> None:
-        problems = [*([keys.problem] if keys.problem else []), *scaling.problems]
-        conditions = summarize(keys.condition, scaling.condition, problems)
-        status: dict[str, Any] = {**keys.status, **scaling.status}
-        status["paused"] = spec.workers.paused
         generation = (self._body.get("metadata") or {}).get("generation")
-        if generation is not None:
-            status["observedGeneration"] = generation
+        status, conditions = reports.render_status(
+            key_outcome, scaling, spec.workers.paused, generation
+        )
         await self._patch_status(status, conditions)
 
     async def _report_invalid_spec(self, message: str) -> None:
         if self._invalid_spec_reported != message:
-            self._event("Warning", "InvalidSpec", message[:1000])
+            self._post(Event("Warning", "InvalidSpec", message[:1000]))
             self._invalid_spec_reported = message
         metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="spec").inc()
-        keys = Condition(KEYS_READY, False, "InvalidSpec", message)
-        scaling = Condition(SCALING_ACTIVE, False, "InvalidSpec", message)
-        await self._patch_status({}, summarize(keys, scaling, [keys]))
+        await self._patch_status({}, reports.invalid_spec_conditions(message))
 
     async def _patch_status(self, status: dict[str, Any], conditions: list[Condition]) -> None:
         merged = merge_conditions(self._conditions, conditions, self._deps.clock())

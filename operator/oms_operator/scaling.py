@@ -21,16 +21,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
-class ScaleReason(StrEnum):
-    SCALE_UP = "ScaleUp"
-    SCALE_DOWN = "ScaleDown"
-    STABILIZED = "Stabilized"  # a lower recommendation waits for the window to pass
-    STEADY = "Steady"
-    FALLBACK = "Fallback"
-    KEPT_ON_ERROR = "KeptOnError"
-    PAUSED = "Paused"
-
-
 @dataclass(frozen=True, slots=True)
 class ScalingPolicy:
     min_replicas: int
@@ -67,6 +57,16 @@ class ScaleDecision:
 
     def changes(self, current: int) -> bool:
         return self.desired != current
+
+
+class ScaleReason(StrEnum):
+    SCALE_UP = "ScaleUp"
+    SCALE_DOWN = "ScaleDown"
+    STABILIZED = "Stabilized"  # a lower recommendation waits for the window to pass
+    STEADY = "Steady"
+    FALLBACK = "Fallback"
+    KEPT_ON_ERROR = "KeptOnError"
+    PAUSED = "Paused"
 
 
 def required_replicas(depth: int, policy: ScalingPolicy) -> int:

@@ -7,11 +7,15 @@ a test server without schema validation) and gives the cross-field rules one Pyt
 
 from __future__ import annotations
 
+from dataclasses import fields
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oms_operator.durations import DURATION_PATTERN, parse_duration
+from oms_operator.keys import KeyPolicy
+from oms_operator.scaling import ScalingPolicy
 
 GROUP = "oms.dev"
 VERSION = "v1alpha1"
@@ -39,30 +43,27 @@ class JwtSpec(_Model):
     token_lifetime: str = Field(default="1h", alias="tokenLifetime", pattern=DURATION_PATTERN)
     clock_skew: str = Field(default="30s", alias="clockSkew", pattern=DURATION_PATTERN)
 
-    @property
-    def rotation_interval_seconds(self) -> float:
-        return parse_duration(self.rotation_interval)
-
-    @property
-    def propagation_delay_seconds(self) -> float:
-        return parse_duration(self.propagation_delay)
-
-    @property
-    def retired_key_retention_seconds(self) -> float:
-        return parse_duration(self.retired_key_retention)
+    def policy(self) -> KeyPolicy:
+        return KeyPolicy(
+            key_size=self.key_size,
+            rotation_interval=timedelta(seconds=parse_duration(self.rotation_interval)),
+            propagation_delay=timedelta(seconds=parse_duration(self.propagation_delay)),
+            retention=timedelta(seconds=parse_duration(self.retired_key_retention)),
+        )
 
     @model_validator(mode="after")
     def _retention_outlives_tokens(self) -> JwtSpec:
         needed = parse_duration(self.token_lifetime) + parse_duration(self.clock_skew)
-        if self.retired_key_retention_seconds < needed:
+        rotation_interval = parse_duration(self.rotation_interval)
+        if parse_duration(self.retired_key_retention) < needed:
             raise ValueError(
                 f"retiredKeyRetention ({self.retired_key_retention}) must be at least "
                 f"tokenLifetime + clockSkew ({self.token_lifetime} + {self.clock_skew}), "
                 "or tokens signed by a retired key stop verifying before they expire"
             )
-        if self.rotation_interval_seconds <= 0:
+        if rotation_interval <= 0:
             raise ValueError("rotationInterval must be positive")
-        if self.propagation_delay_seconds >= self.rotation_interval_seconds:
+        if parse_duration(self.propagation_delay) >= rotation_interval:
             raise ValueError("propagationDelay must be shorter than rotationInterval")
         return self
 
@@ -86,9 +87,11 @@ class WorkersSpec(_Model):
     def polling_interval_seconds(self) -> float:
         return parse_duration(self.polling_interval)
 
-    @property
-    def scale_down_stabilization_seconds(self) -> float:
-        return parse_duration(self.scale_down_stabilization)
+    def policy(self) -> ScalingPolicy:
+        # The policy's fields are named as the spec's, bar the window (a duration string here).
+        same = self.model_dump(include={item.name for item in fields(ScalingPolicy)})
+        window = parse_duration(self.scale_down_stabilization)
+        return ScalingPolicy(scale_down_window=window, **same)
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkersSpec:

@@ -14,20 +14,20 @@ from oms.db.session import create_engine, create_session_factory
 from oms.schemas import UserRegister
 from oms.security.keys import generate_private_key, key_id, private_key_to_pem
 from oms.security.passwords import configure_password_hashing, hash_password_async
-from oms.settings import Settings, get_settings
+from oms.settings import DatabaseSettings, UserAdminSettings
 from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from oms.migrations.runner import upgrade
 
-    settings = get_settings()
+    settings = DatabaseSettings()
     upgrade(settings, args.revision)
     print(f"database at {settings.database_url.render_as_string()} is at {args.revision}")
     return 0
 
 
-async def create_admin(settings: Settings, email: str, password: str) -> int:
+async def create_admin(settings: UserAdminSettings, email: str, password: str) -> int:
     """Create an admin account, or promote an existing user; returns the process exit code."""
     body = UserRegister(email=email, password=password)
     configure_password_hashing(settings)
@@ -53,10 +53,10 @@ async def create_admin(settings: Settings, email: str, password: str) -> int:
 
 def _create_admin_cmd(args: argparse.Namespace) -> int:
     password = args.password or os.environ.get("OMS_ADMIN_PASSWORD") or getpass.getpass()
-    return asyncio.run(create_admin(get_settings(), args.email, password))
+    return asyncio.run(create_admin(UserAdminSettings(), args.email, password))
 
 
-async def manage_user(settings: Settings, action: str, email: str) -> int:
+async def manage_user(settings: UserAdminSettings, action: str, email: str) -> int:
     """`oms user ACTION EMAIL`: revoke tokens, disable, enable or delete an account."""
     from redis.exceptions import RedisError
 
@@ -99,7 +99,7 @@ async def manage_user(settings: Settings, action: str, email: str) -> int:
 
 
 def _user_cmd(args: argparse.Namespace) -> int:
-    return asyncio.run(manage_user(get_settings(), args.action, args.email))
+    return asyncio.run(manage_user(UserAdminSettings(), args.action, args.email))
 
 
 def _generate_keys(args: argparse.Namespace) -> int:

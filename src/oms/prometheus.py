@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from collections.abc import Iterable
+
+    from prometheus_client import CollectorRegistry, Counter
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -42,3 +44,14 @@ def scrape_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
+
+
+def counter_from_zero(name: str, documentation: str, label: str, values: Iterable[str]) -> Counter:
+    """A counter with one label whose known values exist from the start, at 0, so that rate()
+    sees the first event instead of a series appearing with it."""
+    from prometheus_client import Counter
+
+    counter = Counter(name, documentation, [label])
+    for value in values:
+        counter.labels(value)
+    return counter

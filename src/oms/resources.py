@@ -10,16 +10,16 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import MemoryOrderCache, OrderCache, RedisOrderCache
-from oms.settings import Settings
+from oms.settings import RedisSettings, StoreSettings
 from oms.users.access import AccessBook, DatabaseAccessBook, RedisAccessBook
 
 
-def redis_client(settings: Settings) -> Redis | None:
+def redis_client(settings: RedisSettings) -> Redis | None:
     """A client for REDIS_URL, or None in the embedded mode (no Redis configured)."""
     return Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
-def build_order_cache(settings: Settings, redis: Redis | None = None) -> OrderCache:
+def build_order_cache(settings: StoreSettings, redis: Redis | None = None) -> OrderCache:
     """The order cache the API reads: Redis when configured, else this process's memory.
 
     `redis` shares a client (the cache closes it); without one a new client is made."""
@@ -33,7 +33,7 @@ def build_order_cache(settings: Settings, redis: Redis | None = None) -> OrderCa
 
 
 def build_access_book(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None
+    settings: StoreSettings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None
 ) -> AccessBook:
     """Revocation state: kept in Redis when there is a client, else read from the database."""
     if redis is not None:

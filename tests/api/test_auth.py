@@ -23,7 +23,7 @@ from oms.security.keys import (
 )
 from oms.security.tokens import issue_access_token
 from oms.settings import Settings
-from tests.conftest import Account, AccountFactory, SettingsFactory
+from tests.conftest import Account, AccountFactory, SettingsFactory, serving
 
 PROBLEM = "application/problem+json"
 
@@ -224,8 +224,6 @@ async def test_rotated_out_key_stays_valid_while_published_in_jwks(
     """Tokens signed by the previous key verify as long as the JWKS file still lists it."""
     from pathlib import Path
 
-    from oms_api.app import create_app
-
     old = generate_private_key()
     new = generate_private_key()
     jwks_file = Path(str(tmp_path)) / "jwks.json"
@@ -235,33 +233,30 @@ async def test_rotated_out_key_stays_valid_while_published_in_jwks(
         JWT_JWKS_PATH=jwks_file,
         JWT_KEY_RELOAD_SECONDS=0.01,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            registered = await client.post(
-                "/register", json={"email": "r@example.com", "password": "abc12"}
-            )
-            user_id = registered.json()["id"]
-            old_token, _ = issue_access_token(settings, build_key_set(old), user_id, _role("user"))
-            jwks = (await client.get("/.well-known/jwks.json")).json()
-            assert len(jwks["keys"]) == 2
-            ok = await client.get(
+    async with serving(settings) as client:
+        registered = await client.post(
+            "/register", json={"email": "r@example.com", "password": "abc12"}
+        )
+        user_id = registered.json()["id"]
+        old_token, _ = issue_access_token(settings, build_key_set(old), user_id, _role("user"))
+        jwks = (await client.get("/.well-known/jwks.json")).json()
+        assert len(jwks["keys"]) == 2
+        ok = await client.get(
+            f"/orders/user/{user_id}", headers={"Authorization": f"Bearer {old_token}"}
+        )
+        assert ok.status_code == 200
+        # Retire the old key for good: its tokens stop working.
+        jwks_file.write_text(json.dumps({"keys": []}))
+        os.utime(jwks_file, (1, 1))  # a new mtime, as a Secret update gives
+        deadline = time.monotonic() + 5
+        status = 200
+        while status == 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the reload interval, not a guess at timing
+            refused = await client.get(
                 f"/orders/user/{user_id}", headers={"Authorization": f"Bearer {old_token}"}
             )
-            assert ok.status_code == 200
-            # Retire the old key for good: its tokens stop working.
-            jwks_file.write_text(json.dumps({"keys": []}))
-            os.utime(jwks_file, (1, 1))  # a new mtime, as a Secret update gives
-            deadline = time.monotonic() + 5
-            status = 200
-            while status == 200 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)  # the reload interval, not a guess at timing
-                refused = await client.get(
-                    f"/orders/user/{user_id}", headers={"Authorization": f"Bearer {old_token}"}
-                )
-                status = refused.status_code
-            assert status == 401
+            status = refused.status_code
+        assert status == 401
 
 
 async def test_make_account_fixture_logs_in(make_account: AccountFactory) -> None:

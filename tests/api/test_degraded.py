@@ -2,42 +2,35 @@
 
 from __future__ import annotations
 
-import httpx
-
-from oms_api.app import create_app
 from tests.api.test_orders import GOOD_ORDER
-from tests.conftest import SettingsFactory
+from tests.conftest import ServeFactory
 
 CLOSED_PORT = "redis://127.0.0.1:1/0"
 
 
 async def test_api_serves_without_its_cache_and_rate_limit_store(
-    make_settings: SettingsFactory,
+    serve: ServeFactory,
 ) -> None:
-    settings = await make_settings(REDIS_URL=CLOSED_PORT, REDIS_URL_RATE_LIMIT=CLOSED_PORT)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (
-                await client.post("/register", json={"email": "d@example.com", "password": "abc12"})
-            ).status_code == 201
-            token = (
-                await client.post("/token", data={"username": "d@example.com", "password": "abc12"})
-            ).json()["access_token"]
-            headers = {"Authorization": f"Bearer {token}"}
-            created = await client.post("/orders/", json=GOOD_ORDER, headers=headers)
-            assert created.status_code == 201
-            order_id = created.json()["id"]
-            fetched = await client.get(f"/orders/{order_id}/", headers=headers)
-            assert fetched.status_code == 200
-            assert fetched.json() == created.json()
-            patched = await client.patch(
-                f"/orders/{order_id}/", json={"status": "CANCELED"}, headers=headers
-            )
-            assert patched.status_code == 200
-            ready = await client.get("/health/ready")
-            metrics = (await client.get("/metrics")).text
+    async with serve(REDIS_URL=CLOSED_PORT, REDIS_URL_RATE_LIMIT=CLOSED_PORT) as client:
+        assert (
+            await client.post("/register", json={"email": "d@example.com", "password": "abc12"})
+        ).status_code == 201
+        token = (
+            await client.post("/token", data={"username": "d@example.com", "password": "abc12"})
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        created = await client.post("/orders/", json=GOOD_ORDER, headers=headers)
+        assert created.status_code == 201
+        order_id = created.json()["id"]
+        fetched = await client.get(f"/orders/{order_id}/", headers=headers)
+        assert fetched.status_code == 200
+        assert fetched.json() == created.json()
+        patched = await client.patch(
+            f"/orders/{order_id}/", json={"status": "CANCELED"}, headers=headers
+        )
+        assert patched.status_code == 200
+        ready = await client.get("/health/ready")
+        metrics = (await client.get("/metrics")).text
     assert ready.status_code == 503
     assert ready.json()["checks"]["cache"].startswith("error")
     assert 'oms_order_cache_requests_total{result="error"}' in metrics

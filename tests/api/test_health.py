@@ -6,8 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from oms_api.app import create_app
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, serving
 
 
 async def test_ready_when_database_and_cache_answer(client: httpx.AsyncClient) -> None:
@@ -28,12 +27,9 @@ async def test_not_ready_names_the_failing_dependency(
             update={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}"}  # a directory
         )
         failing = "database"
-    app = create_app(broken)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            live = await client.get("/health")
-            ready = await client.get("/health/ready")
+    async with serving(broken) as client:
+        live = await client.get("/health")
+        ready = await client.get("/health/ready")
     assert live.status_code == 200
     assert ready.status_code == 503
     assert ready.json()["checks"][failing].startswith("error")

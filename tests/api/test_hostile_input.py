@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from oms.settings import Settings
 from oms_api.app import create_app
 from oms_api.routing import route
-from tests.conftest import Account, SettingsFactory
+from tests.conftest import Account, ServeFactory, SettingsFactory, register, serving
 
 PROBLEM = "application/problem+json"
 ORDER = {"items": [{"name": "pen", "quantity": 1}], "total_price": "3.10"}
@@ -231,10 +230,9 @@ async def test_user_ids_beyond_the_database_range_are_a_422(
 
 
 async def test_the_page_size_follows_orders_page_max(
-    make_settings: SettingsFactory,
+    serve: ServeFactory,
 ) -> None:
-    settings = await make_settings(ORDERS_PAGE_MAX=250)
-    async with serving(settings) as client:
+    async with serve(ORDERS_PAGE_MAX=250) as client:
         account = await register(client, "pager@example.com")
         ok = await client.get(
             f"/orders/user/{account.id}", params={"limit": 250}, headers=account.headers
@@ -250,10 +248,9 @@ async def test_the_page_size_follows_orders_page_max(
 
 
 async def test_a_token_does_not_buy_more_password_guesses(
-    make_settings: SettingsFactory,
+    serve: ServeFactory,
 ) -> None:
-    settings = await make_settings(RATE_LIMIT_TOKEN="3/minute", RATE_LIMIT_REGISTER="100/minute")
-    async with serving(settings) as client:
+    async with serve(RATE_LIMIT_TOKEN="3/minute", RATE_LIMIT_REGISTER="100/minute") as client:
         attacker = await register(client, "attacker@example.com")  # one /token hit
         await client.post("/register", json={"email": "victim@example.com", "password": "victim1"})
         guesses = []
@@ -268,10 +265,9 @@ async def test_a_token_does_not_buy_more_password_guesses(
 
 
 async def test_register_is_limited_per_ip_whatever_token_is_sent(
-    make_settings: SettingsFactory,
+    serve: ServeFactory,
 ) -> None:
-    settings = await make_settings(RATE_LIMIT_REGISTER="2/minute")
-    async with serving(settings) as client:
+    async with serve(RATE_LIMIT_REGISTER="2/minute") as client:
         owner = await register(client, "owner@example.com")
         second = await client.post(
             "/register",
@@ -444,10 +440,9 @@ async def test_limited_routes_carry_rate_limit_headers_on_every_answer(
 
 
 async def test_bodies_refused_before_the_route_ran_are_counted_too(
-    make_settings: SettingsFactory,
+    serve: ServeFactory,
 ) -> None:
-    settings = await make_settings(RATE_LIMIT_CREATE_ORDER="2/minute")
-    async with serving(settings) as client:
+    async with serve(RATE_LIMIT_CREATE_ORDER="2/minute") as client:
         account = await register(client, "counted@example.com")
         answers = []
 
@@ -467,9 +462,8 @@ async def test_bodies_refused_before_the_route_ran_are_counted_too(
         assert [answer.status_code for answer in answers] == [422, 413, 429]
 
 
-async def test_a_refused_cors_preflight_is_a_problem(make_settings: SettingsFactory) -> None:
-    settings = await make_settings(CORS_ORIGINS="https://shop.example")
-    async with serving(settings) as client:
+async def test_a_refused_cors_preflight_is_a_problem(serve: ServeFactory) -> None:
+    async with serve(CORS_ORIGINS="https://shop.example") as client:
         refused = await client.options(
             "/orders/",
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
@@ -482,9 +476,8 @@ async def test_a_refused_cors_preflight_is_a_problem(make_settings: SettingsFact
         assert allowed.status_code == 200
 
 
-async def test_docs_and_metrics_can_leave_the_public_port(make_settings: SettingsFactory) -> None:
-    settings = await make_settings(API_DOCS_ENABLED=False, API_METRICS_PORT=9999)
-    async with serving(settings) as client:
+async def test_docs_and_metrics_can_leave_the_public_port(serve: ServeFactory) -> None:
+    async with serve(API_DOCS_ENABLED=False, API_METRICS_PORT=9999) as client:
         for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
             assert_problem(await client.get(path), 404)
         assert (await client.get("/health")).status_code == 200
@@ -504,35 +497,3 @@ async def test_several_workers_with_process_local_state_refuse_to_start() -> Non
         REDIS_URL_RATE_LIMIT="redis://127.0.0.1:6379/1",
     )
     assert unsafe_configuration(shared) == []
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-class serving:
-    """An app of its own (a second API process, as far as shared state goes) and its client."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._app: FastAPI = create_app(settings)
-        self._lifespan: Any = None
-        self._client: httpx.AsyncClient | None = None
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        self._lifespan = self._app.router.lifespan_context(self._app)
-        await self._lifespan.__aenter__()
-        transport = httpx.ASGITransport(app=self._app, client=("203.0.113.20", 40000))
-        self._client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._client is not None
-        await self._client.aclose()
-        await self._lifespan.__aexit__(*exc)
-
-
-async def register(client: httpx.AsyncClient, email: str, password: str = "secret123") -> Account:
-    registered = await client.post("/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    token = await client.post("/token", data={"username": email, "password": password})
-    assert token.status_code == 200, token.text
-    return Account(registered.json()["id"], email, password, token.json()["access_token"])

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from alembic import command
 
@@ -19,7 +18,7 @@ from oms.db.session import create_engine
 from oms.migrations.runner import alembic_config
 from oms.security.passwords import configure_password_hashing, hash_password
 from oms.settings import Settings
-from oms_api.app import create_app
+from tests.conftest import serving
 
 LEGACY_ITEMS: list[Any] = [
     {"name": "pen", "quantity": 2, "colour": "blue", "blob": {"deep": [1, 2, {"x": None}]}},
@@ -108,21 +107,18 @@ async def test_legacy_items_read_back_after_the_migration_and_come_back_on_downg
     order_id = await _store_legacy_order(settings, odd)
     await _run(settings, "upgrade", "head")
 
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            token = await client.post(
-                "/token", data={"username": "legacy@example.com", "password": "secret123"}
-            )
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            read = await client.get(f"/orders/{order_id}/", headers=headers)
-            assert read.status_code == 200, read.text
-            expected = STRICT_ITEMS + ([{"name": "x", "quantity": 1}] if odd else [])
-            assert read.json()["items"] == expected
-            listed = await client.get("/orders/user/1", headers=headers)
-            assert listed.status_code == 200
-            assert listed.json()["items"][0]["items"] == expected
+    async with serving(settings) as client:
+        token = await client.post(
+            "/token", data={"username": "legacy@example.com", "password": "secret123"}
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        read = await client.get(f"/orders/{order_id}/", headers=headers)
+        assert read.status_code == 200, read.text
+        expected = STRICT_ITEMS + ([{"name": "x", "quantity": 1}] if odd else [])
+        assert read.json()["items"] == expected
+        listed = await client.get("/orders/user/1", headers=headers)
+        assert listed.status_code == 200
+        assert listed.json()["items"][0]["items"] == expected
 
     engine = create_engine(settings)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,8 @@ from redis.asyncio import Redis
 from oms.settings import Settings
 from tests.conftest import Account, AccountFactory
 
-GOOD_ORDER: dict[str, Any] = {"items": [{"name": "book", "quantity": 2}], "total_price": "19.90"}
+OrderBody = dict[str, Any]
+GOOD_ORDER: OrderBody = {"items": [{"name": "book", "quantity": 2}], "total_price": "19.90"}
 
 
 async def create_order(
@@ -26,6 +28,19 @@ async def create_order(
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+@pytest.fixture
+async def order(client: httpx.AsyncClient, alice: Account) -> OrderBody:
+    """An order of alice's, as created."""
+    return await create_order(client, alice)
+
+
+def set_status(
+    client: httpx.AsyncClient, account: Account, order_id: str, status: object
+) -> Awaitable[httpx.Response]:
+    """PATCH the order's status as `account`."""
+    return client.patch(f"/orders/{order_id}/", json={"status": status}, headers=account.headers)
 
 
 async def raw_cache_entry(app: FastAPI, settings: Settings, order_id: str) -> dict[str, Any] | None:
@@ -116,9 +131,8 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient, alice: Account) 
 
 
 async def test_get_is_cached_with_ttl_and_served_from_cache(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     assert await raw_cache_entry(app, settings, order["id"]) is None  # filled on read, not write
     first = await client.get(f"/orders/{order['id']}/", headers=alice.headers)
     assert first.status_code == 200
@@ -139,9 +153,8 @@ async def test_get_is_cached_with_ttl_and_served_from_cache(
 
 
 async def test_other_users_get_404_even_from_a_warm_cache(
-    client: httpx.AsyncClient, alice: Account, bob: Account
+    client: httpx.AsyncClient, alice: Account, bob: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     assert (await client.get(f"/orders/{order['id']}/", headers=alice.headers)).status_code == 200
     response = await client.get(f"/orders/{order['id']}/", headers=bob.headers)
     assert response.status_code == 404
@@ -149,17 +162,15 @@ async def test_other_users_get_404_even_from_a_warm_cache(
 
 
 async def test_cold_cache_other_user_gets_404(
-    client: httpx.AsyncClient, alice: Account, bob: Account
+    client: httpx.AsyncClient, bob: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     response = await client.get(f"/orders/{order['id']}/", headers=bob.headers)
     assert response.status_code == 404
 
 
 async def test_admin_sees_any_order(
-    client: httpx.AsyncClient, alice: Account, admin: Account
+    client: httpx.AsyncClient, admin: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     response = await client.get(f"/orders/{order['id']}/", headers=admin.headers)
     assert response.status_code == 200
     assert response.json()["id"] == order["id"]
@@ -189,10 +200,16 @@ PATHS_TO = {
 
 async def bring_to(client: httpx.AsyncClient, admin: Account, order_id: str, status: str) -> None:
     for step in PATHS_TO[status]:
-        response = await client.patch(
-            f"/orders/{order_id}/", json={"status": step}, headers=admin.headers
-        )
+        response = await set_status(client, admin, order_id, step)
         assert response.status_code == 200, response.text
+
+
+async def transition(
+    client: httpx.AsyncClient, admin: Account, order_id: str, current: str, target: str
+) -> httpx.Response:
+    """The admin's PATCH to `target` of an order brought to `current` first."""
+    await bring_to(client, admin, order_id, current)
+    return await set_status(client, admin, order_id, target)
 
 
 @pytest.mark.parametrize(
@@ -200,13 +217,9 @@ async def bring_to(client: httpx.AsyncClient, admin: Account, order_id: str, sta
     [(c, t) for c in STATUSES for t in STATUSES if (c, t) not in LEGAL],
 )
 async def test_every_illegal_transition_is_409_with_the_allowed_ones(
-    client: httpx.AsyncClient, alice: Account, admin: Account, current: str, target: str
+    client: httpx.AsyncClient, admin: Account, current: str, target: str, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
-    await bring_to(client, admin, order["id"], current)
-    response = await client.patch(
-        f"/orders/{order['id']}/", json={"status": target}, headers=admin.headers
-    )
+    response = await transition(client, admin, order["id"], current, target)
     assert response.status_code == 409, response.text
     problem = response.json()
     assert problem["type"] == "urn:oms:problem:illegal-transition"
@@ -217,22 +230,17 @@ async def test_every_illegal_transition_is_409_with_the_allowed_ones(
 
 @pytest.mark.parametrize(("current", "target"), sorted(LEGAL))
 async def test_admin_makes_every_legal_transition(
-    client: httpx.AsyncClient, alice: Account, admin: Account, current: str, target: str
+    client: httpx.AsyncClient, admin: Account, current: str, target: str, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
-    await bring_to(client, admin, order["id"], current)
-    response = await client.patch(
-        f"/orders/{order['id']}/", json={"status": target}, headers=admin.headers
-    )
+    response = await transition(client, admin, order["id"], current, target)
     assert response.status_code == 200
     assert response.json()["status"] == target
 
 
-async def test_owner_may_cancel_but_not_pay(client: httpx.AsyncClient, alice: Account) -> None:
-    order = await create_order(client, alice)
-    paid = await client.patch(
-        f"/orders/{order['id']}/", json={"status": "PAID"}, headers=alice.headers
-    )
+async def test_owner_may_cancel_but_not_pay(
+    client: httpx.AsyncClient, alice: Account, order: OrderBody
+) -> None:
+    paid = await set_status(client, alice, order["id"], "PAID")
     assert paid.status_code == 403
     assert paid.json()["type"] == "urn:oms:problem:transition-forbidden"
     canceled = await client.patch(
@@ -243,34 +251,25 @@ async def test_owner_may_cancel_but_not_pay(client: httpx.AsyncClient, alice: Ac
 
 
 async def test_patch_by_another_user_is_404(
-    client: httpx.AsyncClient, alice: Account, bob: Account
+    client: httpx.AsyncClient, bob: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
-    response = await client.patch(
-        f"/orders/{order['id']}/", json={"status": "CANCELED"}, headers=bob.headers
-    )
+    response = await set_status(client, bob, order["id"], "CANCELED")
     assert response.status_code == 404
 
 
 @pytest.mark.parametrize("status", ["DELIVERED", "pending", "", None, 3])
 async def test_patch_rejects_unknown_status(
-    client: httpx.AsyncClient, alice: Account, status: object
+    client: httpx.AsyncClient, alice: Account, status: object, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
-    response = await client.patch(
-        f"/orders/{order['id']}/", json={"status": status}, headers=alice.headers
-    )
+    response = await set_status(client, alice, order["id"], status)
     assert response.status_code == 422
 
 
 async def test_patch_rewrites_the_cache(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     await client.get(f"/orders/{order['id']}/", headers=alice.headers)  # warm the cache
-    await client.patch(
-        f"/orders/{order['id']}/", json={"status": "CANCELED"}, headers=alice.headers
-    )
+    await set_status(client, alice, order["id"], "CANCELED")
     entry = await raw_cache_entry(app, settings, order["id"])
     assert entry is not None
     assert entry["body"]["status"] == "CANCELED"
@@ -280,12 +279,9 @@ async def test_patch_rewrites_the_cache(
 
 
 async def test_stale_cache_fill_never_overwrites_a_newer_version(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings, alice: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
-    await client.patch(
-        f"/orders/{order['id']}/", json={"status": "CANCELED"}, headers=alice.headers
-    )
+    await set_status(client, alice, order["id"], "CANCELED")
     # A reader that loaded version 1 before the PATCH tries to fill the cache late.
     stale = orjson.dumps({**order, "status": "PENDING"})
     assert await app.state.oms.cache.inner.put(order["id"], 1, stale) is False
@@ -294,13 +290,12 @@ async def test_stale_cache_fill_never_overwrites_a_newer_version(
 
 
 async def test_concurrent_patches_do_not_both_win(
-    client: httpx.AsyncClient, alice: Account, admin: Account
+    client: httpx.AsyncClient, admin: Account, order: OrderBody
 ) -> None:
-    order = await create_order(client, alice)
     await bring_to(client, admin, order["id"], "PAID")
     responses = await asyncio.gather(
-        client.patch(f"/orders/{order['id']}/", json={"status": "SHIPPED"}, headers=admin.headers),
-        client.patch(f"/orders/{order['id']}/", json={"status": "CANCELED"}, headers=admin.headers),
+        set_status(client, admin, order["id"], "SHIPPED"),
+        set_status(client, admin, order["id"], "CANCELED"),
     )
     codes = sorted(response.status_code for response in responses)
     assert codes == [200, 409], [r.text for r in responses]

@@ -15,7 +15,7 @@ from oms.orders import service
 from oms.users.repository import EmailAlreadyRegisteredError
 from oms_api.problems import DOMAIN_PROBLEMS, TYPE_PREFIX, ProblemType, status_defaults
 from tests.api.test_orders import GOOD_ORDER
-from tests.conftest import Account
+from tests.conftest import Account, ServeFactory
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 
@@ -96,22 +96,16 @@ async def test_token_of_a_deleted_user_cannot_create_orders(
     assert response.json()["type"] == "urn:oms:problem:invalid-token"
 
 
-async def test_cors_preflight_from_an_allowed_origin(make_settings: object) -> None:
-    from oms_api.app import create_app
-
-    settings = await make_settings(CORS_ORIGINS="https://shop.example")  # type: ignore[operator]
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            allowed = await client.options(
-                "/orders/",
-                headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
-            )
-            denied = await client.options(
-                "/orders/",
-                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
-            )
+async def test_cors_preflight_from_an_allowed_origin(serve: ServeFactory) -> None:
+    async with serve(CORS_ORIGINS="https://shop.example") as client:
+        allowed = await client.options(
+            "/orders/",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        denied = await client.options(
+            "/orders/",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
     assert "access-control-allow-origin" not in denied.headers

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from bench.harness import (
     BenchOutputError,
     PipelineRun,
     Rounds,
-    WrkResult,
     busy_note,
     compute_figures,
     cpu_by_group,
@@ -27,28 +24,7 @@ from bench.harness import (
     vm_hwm_kib,
 )
 
-
-def wrk_output(requests: int, seconds: float, status_errors: int = 0, p99_us: int = 9000) -> str:
-    data = {
-        "requests": requests,
-        "duration_us": int(seconds * 1e6),
-        "bytes": requests * 300,
-        "errors": {"connect": 0, "read": 1, "write": 0, "status": status_errors, "timeout": 2},
-        "latency_us": {
-            "p50": 2500,
-            "p90": 6000,
-            "p99": p99_us,
-            "p999": 20000,
-            "mean": 3.1,
-            "max": 41000,
-        },
-    }
-    human = "Running 5s test @ http://127.0.0.1:1/\n  1 threads and 50 connections\n"
-    return f"{human}WRK_RESULT {json.dumps(data)}\nRequests/sec: {requests / seconds:.2f}\n"
-
-
-def result(per_s: float, p99_ms: float = 9.0) -> WrkResult:
-    return parse_wrk_output(wrk_output(int(per_s * 10), 10.0, p99_us=int(p99_ms * 1000)))
+from tests.bench.wrk import wrk_output, wrk_result
 
 
 def test_wrk_result_counts_only_successes_as_throughput() -> None:
@@ -96,9 +72,9 @@ def test_percentile_interpolates_like_percentile_cont() -> None:
 def test_ratios_pair_each_round_with_its_own_ceiling() -> None:
     # Round 2 ran while the machine was busy: both sides dropped, its ratio did not.
     rounds = Rounds(
-        baseline=[result(10_000), result(5_000), result(10_000)],
-        get_cached=[result(1_000), result(500), result(1_200)],
-        create=[result(300, 40), result(150, 90), result(330, 45)],
+        baseline=[wrk_result(10_000), wrk_result(5_000), wrk_result(10_000)],
+        get_cached=[wrk_result(1_000), wrk_result(500), wrk_result(1_200)],
+        create=[wrk_result(300, 40), wrk_result(150, 90), wrk_result(330, 45)],
         pgbench_tps=[3_000.0, 1_500.0, 3_000.0],
     )
     figures = compute_figures(rounds, None, {"api": 400.25})
@@ -112,7 +88,9 @@ def test_ratios_pair_each_round_with_its_own_ceiling() -> None:
 
 
 def test_skipped_phases_leave_their_figures_and_ratios_out() -> None:
-    rounds = Rounds(baseline=[], get_cached=[result(900)], create=[result(200)], pgbench_tps=[])
+    rounds = Rounds(
+        baseline=[], get_cached=[wrk_result(900)], create=[wrk_result(200)], pgbench_tps=[]
+    )
     figures = compute_figures(rounds, None, {})
     assert set(figures) == {
         "create_orders_per_s",
@@ -184,9 +162,9 @@ def test_busy_note_only_when_others_loaded_the_machine() -> None:
 def test_cost_figures_divide_successes_by_the_servers_own_cpu_seconds() -> None:
     # Round 2: the API got half the CPU (others were busy) and served half as much: same cost.
     rounds = Rounds(
-        baseline=[result(20_000), result(20_000)],
-        get_cached=[result(1_000), result(500)],
-        create=[result(300), result(300)],
+        baseline=[wrk_result(20_000), wrk_result(20_000)],
+        get_cached=[wrk_result(1_000), wrk_result(500)],
+        create=[wrk_result(300), wrk_result(300)],
         pgbench_tps=[],
         baseline_cpu_s=[5.0, 5.0],
         get_cpu_s=[5.0, 2.5],

@@ -14,7 +14,6 @@ from bench.harness import (
     PipelineRun,
     Rounds,
     Target,
-    WrkResult,
     compute_figures,
     half_rate,
     open_loop_figures,
@@ -25,20 +24,9 @@ from bench.harness import (
     target_table,
 )
 
+from tests.bench.wrk import wrk_result
+
 REPO = Path(__file__).parents[2]
-
-
-def wrk(per_s: float, seconds: float = 10.0) -> WrkResult:
-    return WrkResult(
-        requests=int(per_s * seconds),
-        duration_s=seconds,
-        status_errors=0,
-        socket_errors=0,
-        p50_ms=2.0,
-        p90_ms=5.0,
-        p99_ms=9.0,
-        max_ms=20.0,
-    )
 
 
 def encoded(latencies_ms: list[float], code: int = 200) -> str:
@@ -103,11 +91,11 @@ def test_floor_figures_pair_each_round_with_its_own_floor() -> None:
     # Round 2 ran while the machine was busy: GET and floor both halved, the ratio did not.
     rounds = Rounds(
         baseline=[],
-        get_cached=[wrk(2_000), wrk(1_000), wrk(2_200)],
+        get_cached=[wrk_result(2_000), wrk_result(1_000), wrk_result(2_200)],
         create=[],
         pgbench_tps=[],
         get_cpu_s=[10.0, 10.0, 10.0],
-        floor=[wrk(10_000), wrk(5_000), wrk(10_000)],
+        floor=[wrk_result(10_000), wrk_result(5_000), wrk_result(10_000)],
         floor_cpu_s=[20.0, 20.0, 20.0],
     )
     figures = compute_figures(rounds, None, {})
@@ -119,13 +107,15 @@ def test_floor_figures_pair_each_round_with_its_own_floor() -> None:
 
 
 def test_without_the_floor_there_are_no_floor_figures() -> None:
-    figures = compute_figures(Rounds([], [wrk(2_000)], [], []), None, {})
+    figures = compute_figures(Rounds([], [wrk_result(2_000)], [], []), None, {})
     assert not {name for name in figures if "floor" in name}
 
 
 def test_pipeline_vs_create_is_pipeline_orders_over_created_orders() -> None:
     run = PipelineRun(1_000, 1_000, 100.0, 104.0, [0.1] * 1_000)  # 250 orders/s
-    figures = compute_figures(Rounds([], [], [wrk(500), wrk(1_000), wrk(400)], []), run, {})
+    figures = compute_figures(
+        Rounds([], [], [wrk_result(500), wrk_result(1_000), wrk_result(400)], []), run, {}
+    )
     assert figures["pipeline_vs_create"] == pytest.approx(0.5)
 
 

@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def control_plane() -> Iterator[dict[str, Any]]:
     status = cluster_status()
     if not (Path(status["bin_dir"]) / "kube-apiserver").is_file():
-        pytest.fail("the control plane is not built: `make cluster-tools` (once, ~10 minutes)")
+        pytest.fail("the control plane is not built: `make cluster` builds it (once, ~10 minutes)")
     started_here = not status["running"]
     if started_here:
         cluster_script("up")
@@ -144,6 +144,10 @@ async def release(
         "OPERATOR_LIVENESS_PORT": str(free_port()),
         "OPERATOR_KEY_RESYNC_SECONDS": "1",
         "OPERATOR_MAX_BACKOFF_SECONDS": "2",
+        # The API server ends each watch after 5 s, so every test below also runs across many
+        # watch renewals: an event lost between two watches would fail one of them.
+        "OPERATOR_WATCH_SERVER_TIMEOUT_SECONDS": "5",
+        "OPERATOR_WATCH_CLIENT_TIMEOUT_SECONDS": "15",
         "OPERATOR_LOG_LEVEL": "INFO",
     }
     operator = OperatorProcess(env, directory / "operator.log").start()

@@ -141,13 +141,6 @@ class Kube:
         return items
 
 
-def condition(document: dict[str, Any], condition_type: str) -> dict[str, Any] | None:
-    for item in (document.get("status") or {}).get("conditions") or []:
-        if item.get("type") == condition_type:
-            return dict(item)
-    return None
-
-
 def token_kubeconfig(admin: Path, token: str, target: Path, namespace: str) -> Path:
     """A kubeconfig for the same server that authenticates with a bearer token only."""
     config = yaml.safe_load(admin.read_text())
@@ -222,15 +215,3 @@ def api_key_set(folder: Path, data: dict[str, bytes]) -> tuple[Any, Any]:
         JWT_AUTO_GENERATE_KEYS=False,
     )
     return settings, load_key_set(settings)
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples

@@ -19,10 +19,9 @@ from tests.cluster.support import (
     api_key_set,
     cluster_script,
     cluster_status,
-    condition,
-    scrape,
     wait_until,
 )
+from tests.operator.observe import condition, scrape
 
 
 def key_state(release: Release) -> dict[str, Any] | None:

@@ -1,10 +1,11 @@
-"""Render charts/oms with the real helm (installed by `make deploy-tools`) for the chart tests."""
+"""Render charts/oms with the real helm (installed by `make pytest`) for the chart tests."""
 
 from __future__ import annotations
 
 import functools
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ WORKLOAD_KINDS = ("Deployment", "Job", "Pod")
 
 class RenderError(RuntimeError):
     pass
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/<name> with this interpreter (the scripts run by `make manifests`)."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""Chart and image tests need the pinned helm/kubectl (`make deploy-tools`, part of `make test`)."""
+"""Chart and image tests need the pinned helm and kubectl, which `make pytest` installs."""
 
 from __future__ import annotations
 
@@ -13,4 +13,4 @@ from tests.deploy.chart import HELM, KUBECTL
 def _deploy_tools() -> None:
     missing = [tool for tool in (HELM, KUBECTL) if not Path(tool).is_file()]
     if missing:
-        pytest.fail(f"{missing} not installed: run `make deploy-tools`")
+        pytest.fail(f"{missing} not installed: `make pytest T=tests/deploy` installs them")

@@ -4,6 +4,7 @@ itself: each check is run for real and shown to fail on a broken input."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -15,19 +16,9 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from tests.deploy.chart import CHART, KUBECTL, REPO, SCRIPTS, render
+from tests.deploy.chart import CHART, KUBECTL, REPO, SCRIPTS, render, run_script, scenario_files
 
 CRD = CHART / "crds" / "ordersystems.oms.dev.yaml"
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
 
 
 def test_k8s_is_rendered_from_the_current_chart(tmp_path: Path) -> None:
@@ -41,6 +32,21 @@ def test_k8s_is_rendered_from_the_current_chart(tmp_path: Path) -> None:
     stale = run_script("render-manifests.py", "--check", "--out", str(copy_dir))
     assert stale.returncode == 1
     assert "stack.yaml is stale" in stale.stderr
+
+
+def test_the_chart_holds_the_only_crd_and_k8s_a_marked_copy(tmp_path: Path) -> None:
+    copy = (REPO / "k8s" / "crds" / CRD.name).read_text()
+    marker, warning, body = copy.split("\n", 2)
+    assert marker.startswith(f"# Copy of charts/oms/crds/{CRD.name}, the CRD's only source")
+    assert warning.startswith("# Do not edit")
+    assert body == CRD.read_text()
+    # Editing the copy instead of the source is caught.
+    copy_dir = tmp_path / "k8s"
+    shutil.copytree(REPO / "k8s", copy_dir)
+    (copy_dir / "crds" / CRD.name).write_text(copy.replace("maxReplicas", "maxReplica", 1))
+    stale = run_script("render-manifests.py", "--check", "--out", str(copy_dir))
+    assert stale.returncode == 1
+    assert f"crds/{CRD.name} is stale" in stale.stderr
 
 
 def test_kubectl_kustomize_builds_the_whole_system() -> None:
@@ -117,10 +123,12 @@ def test_dashboards_and_rules_render_from_chart_files(tmp_path: Path) -> None:
     assert rule["spec"] == rules
 
 
-def test_check_chart_script_passes() -> None:
+def test_check_chart_lints_and_validates_every_scenario() -> None:
+    """`helm lint --strict` and validation of every rendered object, for each values scenario."""
     result = run_script("check-chart.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "full-values.yaml: lint ok" in result.stdout
+    for name in ["default", *(path.name for path in scenario_files())]:
+        assert re.search(rf"  {re.escape(name)}: lint ok, \d+ documents", result.stdout), name
 
 
 def test_kubernetes_validate_is_strict() -> None:

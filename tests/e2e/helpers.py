@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 
 import httpx
 
-from oms.settings import Settings
-from tests.pipeline.support import eventually, order_rows, unsent_outbox_count
+from tests.pipeline.support import eventually
 
 TASK_EVENT = re.compile(r"Task oms\.process_order_task\[([0-9a-f-]{36})\] (received|succeeded)")
 
@@ -37,16 +35,6 @@ async def processed_over_http(
 
     await eventually(drained, timeout, interval=0.25, message=f"{len(pending)} orders processed")
     return time.monotonic() - started
-
-
-async def assert_processed_exactly_once(settings: Settings, order_ids: list[str]) -> None:
-    """Each order processed, and by exactly one effective run: its version went 1 -> 2 once."""
-    rows = await order_rows(settings)
-    wanted = [rows[uuid.UUID(order_id)] for order_id in order_ids]
-    assert all(row.processed for row in wanted)
-    versions = {row.version for row in wanted}
-    assert versions == {2}, f"versions seen: {versions}"
-    assert await unsent_outbox_count(settings) == 0
 
 
 def task_events(log: str) -> tuple[set[str], set[str]]:

@@ -10,24 +10,23 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, EXCHANGE_NAME, QUEUE_NAME, ROUTING_KEY
+from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER
 from oms.settings import Settings
 from tests.e2e.conftest import FIGURES, StackFactory
-from tests.e2e.helpers import (
-    assert_processed_exactly_once,
-    metric_value,
-    processed_over_http,
-    task_events,
-)
+from tests.e2e.helpers import metric_value, processed_over_http, task_events
 from tests.e2e.rabbit_node import PrivateRabbitNode
 from tests.pipeline.support import (
+    assert_processed_exactly_once,
+    broker_url,
     create_orders,
     eventually,
     order_rows,
+    publish,
     queue_depth,
     register_and_login,
     unsent_outbox_count,
+    wait_for_queue_depth,
 )
 
 pytestmark = pytest.mark.e2e
@@ -111,8 +110,7 @@ async def test_worker_killed_mid_task_is_redelivered(make_stack: StackFactory) -
 
 async def test_consumer_killed_loses_nothing(make_stack: StackFactory) -> None:
     stack = await (await make_stack()).start()
-    url = stack.settings.RABBITMQ_URL
-    assert url
+    url = broker_url(stack.settings)
     async with stack.client() as http:
         token = await register_and_login(http, "consumerkill@example.com")
         first = await create_orders(http, token, 40)
@@ -137,26 +135,16 @@ async def test_poison_message_lands_in_the_dlq_and_the_rest_flows(
     make_stack: StackFactory,
 ) -> None:
     stack = await (await make_stack()).start()
-    url = stack.settings.RABBITMQ_URL
-    assert url
+    url = broker_url(stack.settings)
     async with stack.client() as http:
         token = await register_and_login(http, "poison@example.com")
         before = await create_orders(http, token, 10)
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(EXCHANGE_NAME)
-            await exchange.publish(
-                aio_pika.Message(b'{"event": "order.created"', content_type="application/json"),
-                ROUTING_KEY,
-            )
+        await publish(url, b'{"event": "order.created"', "application/json")
         after = await create_orders(http, token, 10)
         await processed_over_http(http, token, before + after, timeout=60)
-
-        async def dead_lettered() -> bool:
-            return await queue_depth(url, DEAD_LETTER_QUEUE_NAME) == 1
-
-        await eventually(dead_lettered, 10, message="the poison message in the DLQ")
+        await wait_for_queue_depth(
+            url, DEAD_LETTER_QUEUE_NAME, 1, 10, message="the poison message in the DLQ"
+        )
     await assert_processed_exactly_once(stack.settings, before + after)
     connection = await aio_pika.connect(url)
     async with connection:

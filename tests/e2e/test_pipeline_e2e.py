@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.e2e.conftest import FIGURES, StackFactory
-from tests.e2e.helpers import assert_processed_exactly_once, metric_value, processed_over_http
-from tests.pipeline.support import create_orders, register_and_login
+from tests.e2e.helpers import metric_value, processed_over_http
+from tests.pipeline.support import assert_processed_exactly_once, create_orders, register_and_login
 
 pytestmark = pytest.mark.e2e
 

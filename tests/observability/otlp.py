@@ -14,6 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
+from oms.pipeline.probes import ServerThread
+
 SPAN_KINDS = {
     ProtoSpan.SPAN_KIND_INTERNAL: "internal",
     ProtoSpan.SPAN_KIND_SERVER: "server",
@@ -64,7 +66,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpReceiver:
+class OtlpReceiver(ServerThread):
     """Accepts `POST /v1/traces` (protobuf, optionally gzip) on 127.0.0.1 and keeps the spans."""
 
     def __init__(self) -> None:
@@ -92,20 +94,12 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(self._http, "otlp-receiver")
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"http://127.0.0.1:{self._http.server_port}"
 
     def _add(self, spans: list[ReceivedSpan]) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ RULE_FILES = sorted((ROOT / "observability" / "prometheus").glob("*.rules.yaml")
 def binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise AssertionError(f"{name} not found: run `make observability-tools`")
+        raise AssertionError(f"{name} not found: `make pytest` installs it (Debian prometheus)")
     return found
 
 

@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from oms.pipeline.messages import UnparseableMessageError, parse_order_event
 from oms.pipeline.metrics import seconds_between
-from tests.conftest import SettingsFactory
-from tests.pipeline.support import api_client, create_orders, eventually, register_and_login
+from tests.conftest import SettingsFactory, api_client
+from tests.pipeline.support import create_orders, eventually, register_and_login
 
 
 def sample(name: str) -> float:

@@ -18,16 +18,16 @@ from tests.pipeline.support import ORDER_BODY, eventually, register_and_login
 
 pytestmark = pytest.mark.e2e
 
-# From the worker's processing span up to the request: (service, kind, name) of the hops that
-# must appear, in this order (instrumentation may add hops in between).
+# From the worker's processing span up to the request: the hops (`service:kind:name`, as a
+# ReceivedSpan prints) that must appear, in this order (instrumentation may add hops in between).
 EXPECTED_HOPS = [
-    ("oms-worker", "internal", "process order"),
-    ("oms-worker", "consumer", "run/oms.process_order_task"),
-    ("oms-consumer", "producer", "order_tasks publish"),
-    ("oms-consumer", "consumer", "orders receive"),
-    ("oms-api", "producer", "orders,order.created send"),
-    ("oms-api", "internal", "outbox relay"),
-    ("oms-api", "server", "POST /orders/"),
+    "oms-worker:internal:process order",
+    "oms-worker:consumer:run/oms.process_order_task",
+    "oms-consumer:producer:order_tasks publish",
+    "oms-consumer:consumer:orders receive",
+    "oms-api:producer:orders,order.created send",
+    "oms-api:internal:outbox relay",
+    "oms-api:server:POST /orders/",
 ]
 
 
@@ -49,13 +49,13 @@ def ancestry(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[ReceivedSpan
     return chain
 
 
-def hops_in_order(chain: list[ReceivedSpan]) -> list[tuple[str, str, str]]:
+def hops_in_order(chain: list[ReceivedSpan]) -> list[str]:
     """The expected hops found walking the chain, keeping only those in EXPECTED_HOPS order."""
-    found: list[tuple[str, str, str]] = []
+    found: list[str] = []
     wanted = iter(EXPECTED_HOPS)
     target = next(wanted, None)
     for span in chain:
-        if target is not None and (span.service, span.kind, span.name) == target:
+        if target is not None and str(span) == target:
             found.append(target)
             target = next(wanted, None)
     return found
@@ -111,7 +111,7 @@ async def test_one_trace_spans_api_relay_consumer_and_worker_task(
     shown = " <- ".join(str(span) for span in chain)
     assert hops_in_order(chain) == EXPECTED_HOPS, shown
     root = chain[-1]
-    assert (root.service, root.kind, root.name) == ("oms-api", "server", "POST /orders/"), shown
+    assert str(root) == "oms-api:server:POST /orders/", shown
     assert root.parent_id is None
     trace_spans = [span for span in receiver.spans() if span.trace_id == root.trace_id]
     assert {span.service for span in trace_spans} >= {"oms-api", "oms-consumer", "oms-worker"}

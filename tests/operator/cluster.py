@@ -179,13 +179,6 @@ class Cluster:
         return found
 
 
-def condition(ordersystem: dict[str, Any], condition_type: str) -> dict[str, Any] | None:
-    for item in (ordersystem.get("status") or {}).get("conditions") or []:
-        if item.get("type") == condition_type:
-            return dict(item)
-    return None
-
-
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0, interval: float = 0.1
 ) -> T:

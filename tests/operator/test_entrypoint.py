@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from oms.telemetry import tracing_configured
 from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, condition, eventually
+from tests.operator.cluster import Cluster, eventually
 from tests.operator.conftest import OperatorFactory, ordersystem_spec
+from tests.operator.observe import condition
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ import yaml
 from prometheus_client import Counter, Gauge
 
 from oms_operator import metrics
+from tests.observability.test_catalog import heading_anchors
 from tests.operator.crd import ROOT
 
 DASHBOARD = ROOT / "observability" / "dashboards" / "operator.json"
@@ -26,15 +27,6 @@ def exported_names() -> set[str]:
         elif isinstance(value, Gauge):
             names.add(value._name)
     return names
-
-
-def heading_anchors(markdown: str) -> set[str]:
-    anchors = set()
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            title = line.lstrip("#").strip().lower()
-            anchors.add(re.sub(r"[^a-z0-9 -]", "", title).replace(" ", "-"))
-    return anchors
 
 
 def rules() -> list[dict[str, Any]]:

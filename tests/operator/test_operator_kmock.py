@@ -12,14 +12,15 @@ import base64
 from typing import Any
 
 import httpx
+import kmock
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
-from tests.operator.cluster import Cluster, condition, eventually
+from tests.operator.cluster import Cluster, eventually
 from tests.operator.conftest import OperatorFactory, ordersystem_spec, publish
 from tests.operator.crd import errors, openapi_schema
+from tests.operator.observe import condition, sample, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -50,21 +51,6 @@ async def posted(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
         return cluster.events(reason)
 
     return await eventually(found)
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def sample(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 async def test_unreachable_rabbitmq_degrades_and_keeps_the_replicas(
@@ -195,3 +181,36 @@ async def test_deleting_the_resource_is_never_blocked_and_stops_its_loop(
 
         # The loop stopped: its series are gone (Kopf caches probe answers for 10 s).
         await eventually(forgotten)
+
+
+def ordersystem_watches(cluster: Cluster) -> list[dict[str, str]]:
+    """The query parameters of every watch request the operator made on OrderSystems."""
+    return [
+        dict(request.params)
+        for request in cluster.emulator
+        if request.action == kmock.action.WATCH
+        and request.resource is not None
+        and request.resource.plural == "ordersystems"
+    ]
+
+
+async def test_a_silent_watch_is_replaced_and_a_new_ordersystem_is_still_seen(
+    cluster: Cluster, run_operator: OperatorFactory, rabbit_queue: str
+) -> None:
+    """kmock keeps an idle watch open and silent, whatever `timeoutSeconds` asks: exactly the
+    stalled stream of nolar/kopf#698. The client timeout must end it and Kopf watch again."""
+    await given_workers(cluster)
+    timeouts = {
+        "OPERATOR_WATCH_SERVER_TIMEOUT_SECONDS": "1",
+        "OPERATOR_WATCH_CLIENT_TIMEOUT_SECONDS": "2",
+    }
+    async with run_operator(**timeouts):
+
+        async def rewatched() -> list[dict[str, str]]:
+            watches = ordersystem_watches(cluster)
+            return watches if len(watches) >= 2 else []
+
+        watches = await eventually(rewatched)
+        assert {watch.get("timeoutSeconds") for watch in watches} == {"1"}
+        await cluster.create_ordersystem("oms", ordersystem_spec(rabbit_queue))
+        await eventually(lambda: condition_is(cluster, "Ready", "True"))

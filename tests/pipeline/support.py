@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,17 +16,19 @@ from typing import Any, TypeVar
 import aio_pika
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from oms.cache import MemoryOrderCache
+from oms.cache import MemoryOrderCache, OrderCache
 from oms.db.models import Order, OutboxEvent
 from oms.db.session import create_engine, create_session_factory
+from oms.messaging.contracts import CONTENT_TYPE, EXCHANGE_NAME, ROUTING_KEY
 from oms.orders.service import OrderService
+from oms.resources import build_order_cache
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms.users.repository import UserRepository
-from oms_api.app import create_app
+from tests.conftest import register
 from tests.harness import ServiceProcess, settings_env
 
 T = TypeVar("T")
@@ -82,6 +84,26 @@ async def eventually(
 
 
 # --- database views -------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def database_sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on an engine of the test's own, disposed on the way out."""
+    engine = create_engine(settings)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def order_cache(settings: Settings) -> AsyncIterator[OrderCache]:
+    """The cache the settings configure, closed on the way out."""
+    cache = build_order_cache(settings)
+    try:
+        yield cache
+    finally:
+        await cache.close()
+
+
 @dataclass(frozen=True)
 class OrderRow:
     id: uuid.UUID
@@ -90,27 +112,27 @@ class OrderRow:
 
 
 async def order_rows(settings: Settings) -> dict[uuid.UUID, OrderRow]:
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = (await session.execute(select(Order))).scalars()
-            return {
-                row.id: OrderRow(row.id, row.version, row.processed_at is not None) for row in rows
-            }
-    finally:
-        await engine.dispose()
+    async with database_sessions(settings) as factory, factory() as session:
+        rows = (await session.execute(select(Order))).scalars()
+        return {row.id: OrderRow(row.id, row.version, row.processed_at is not None) for row in rows}
 
 
 async def unsent_outbox_count(settings: Settings) -> int:
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = (
-                await session.execute(select(OutboxEvent.id).where(OutboxEvent.sent_at.is_(None)))
-            ).all()
-            return len(rows)
-    finally:
-        await engine.dispose()
+    async with database_sessions(settings) as factory, factory() as session:
+        unsent = select(OutboxEvent.id).where(OutboxEvent.sent_at.is_(None))
+        return len((await session.execute(unsent)).all())
+
+
+async def assert_processed_exactly_once(
+    settings: Settings, order_ids: Sequence[str | uuid.UUID]
+) -> None:
+    """Each order processed, and by exactly one effective run: its version went 1 -> 2 once."""
+    rows = await order_rows(settings)
+    wanted = [rows[uuid.UUID(str(order_id))] for order_id in order_ids]
+    assert all(row.processed for row in wanted)
+    versions = {row.version for row in wanted}
+    assert versions == {2}, f"versions seen: {versions}"
+    assert await unsent_outbox_count(settings) == 0
 
 
 # --- RabbitMQ views -------------------------------------------------------------------------
@@ -124,6 +146,18 @@ async def drain_queue(channel: AbstractChannel, queue_name: str) -> list[Abstrac
     return taken
 
 
+async def publish(url: str, body: bytes, content_type: str = CONTENT_TYPE) -> None:
+    """`body` as one confirmed message to the order exchange, as any producer might send it."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EXCHANGE_NAME)
+        await exchange.publish(
+            aio_pika.Message(body, content_type=content_type, message_id=str(uuid.uuid4())),
+            ROUTING_KEY,
+        )
+
+
 async def queue_depth(url: str, queue_name: str) -> int:
     connection = await aio_pika.connect(url)
     try:
@@ -134,55 +168,58 @@ async def queue_depth(url: str, queue_name: str) -> int:
         await connection.close()
 
 
+async def wait_for_queue_depth(
+    url: str, queue_name: str, depth: int, timeout: float, message: str
+) -> None:
+    """Poll until `queue_name` holds exactly `depth` ready messages."""
+
+    async def reached() -> bool:
+        return await queue_depth(url, queue_name) == depth
+
+    await eventually(reached, timeout, message=message)
+
+
+def broker_url(settings: Settings) -> str:
+    """The settings' RABBITMQ_URL, which a broker-mode test cannot do without."""
+    assert settings.RABBITMQ_URL
+    return settings.RABBITMQ_URL
+
+
 # --- service processes (tests.harness) --------------------------------------------------------
-def api_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
+def member_process(
+    member: str,
+    port_setting: str,
+    settings: Settings,
+    workdir: Path,
+    port: int,
+    env: dict[str, Any],
+) -> ServiceProcess:
+    """The member's console script `oms-<member>`, ready once its /health/ready on `port` is."""
     return ServiceProcess(
-        "api",
-        [str(VENV_BIN / "oms-api")],
-        settings_env(settings, PORT=port, **env),
+        member,
+        [str(VENV_BIN / f"oms-{member}")],
+        settings_env(settings, **{port_setting: port}, **env),
         workdir,
         f"http://127.0.0.1:{port}/health/ready",
     )
+
+
+def api_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
+    return member_process("api", "PORT", settings, workdir, port, env)
 
 
 def consumer_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
-    return ServiceProcess(
-        "consumer",
-        [str(VENV_BIN / "oms-consumer")],
-        settings_env(settings, CONSUMER_METRICS_PORT=port, **env),
-        workdir,
-        f"http://127.0.0.1:{port}/health/ready",
-    )
+    return member_process("consumer", "CONSUMER_METRICS_PORT", settings, workdir, port, env)
 
 
 def worker_process(settings: Settings, workdir: Path, port: int, **env: Any) -> ServiceProcess:
-    return ServiceProcess(
-        "worker",
-        [str(VENV_BIN / "oms-worker")],
-        settings_env(settings, WORKER_METRICS_PORT=port, **env),
-        workdir,
-        f"http://127.0.0.1:{port}/health/ready",
-    )
+    return member_process("worker", "WORKER_METRICS_PORT", settings, workdir, port, env)
 
 
-# --- in-process API -------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, client=("203.0.113.20", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield application, http
-
-
+# --- through the API (in process: tests.conftest.api_client) --------------------------------
 async def register_and_login(http: httpx.AsyncClient, email: str = "pipe@example.com") -> str:
     """A bearer token for a fresh account."""
-    password = "secret123"
-    registered = await http.post("/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    token = await http.post("/token", data={"username": email, "password": password})
-    assert token.status_code == 200, token.text
-    return str(token.json()["access_token"])
+    return (await register(http, email)).token
 
 
 ORDER_BODY = {"items": [{"name": "book", "quantity": 2}], "total_price": "19.90"}
@@ -206,13 +243,9 @@ async def create_orders(http: httpx.AsyncClient, token: str, count: int) -> list
 # --- direct data set-up ---------------------------------------------------------------------
 async def make_user(settings: Settings) -> int:
     """A user row to own orders (created directly: these tests are not about the API)."""
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session, session.begin():
-            email = f"{uuid.uuid4().hex[:10]}@example.com"
-            return (await UserRepository(session).add(email, "not-a-real-hash")).id
-    finally:
-        await engine.dispose()
+    async with database_sessions(settings) as factory, factory() as session, session.begin():
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        return (await UserRepository(session).add(email, "not-a-real-hash")).id
 
 
 async def create_orders_directly(
@@ -220,14 +253,10 @@ async def create_orders_directly(
 ) -> list[uuid.UUID]:
     """Orders (each with its outbox row) through OrderService, without the API."""
     user_id = await make_user(settings)
-    engine = create_engine(settings)
-    cache = MemoryOrderCache(60)
-    try:
-        service = OrderService(create_session_factory(engine), cache)
+    async with database_sessions(settings) as factory:
+        service = OrderService(factory, MemoryOrderCache(60))
         body = OrderCreate.model_validate(ORDER_BODY)
         return [
             (await service.create(user_id, body, trace_headers=trace_headers)).order.id
             for _ in range(count)
         ]
-    finally:
-        await engine.dispose()

@@ -13,9 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from oms.messaging.contracts import (
     CONTENT_TYPE,
     DEAD_LETTER_QUEUE_NAME,
-    EXCHANGE_NAME,
     QUEUE_NAME,
-    ROUTING_KEY,
     OrderCreatedEvent,
 )
 from oms.pipeline.celery_config import create_celery_app
@@ -25,7 +23,13 @@ from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
 from tests.conftest import SettingsFactory
 from tests.harness import free_port
-from tests.pipeline.support import eventually, queue_depth
+from tests.pipeline.support import (
+    broker_url,
+    eventually,
+    publish,
+    queue_depth,
+    wait_for_queue_depth,
+)
 
 
 class GatedDispatcher:
@@ -51,17 +55,6 @@ def an_event() -> OrderCreatedEvent:
     )
 
 
-async def publish(url: str, body: bytes, content_type: str = CONTENT_TYPE) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(EXCHANGE_NAME)
-        await exchange.publish(
-            aio_pika.Message(body, content_type=content_type, message_id=str(uuid.uuid4())),
-            ROUTING_KEY,
-        )
-
-
 async def dead_letters(url: str) -> list[AbstractIncomingMessage]:
     connection = await aio_pika.connect(url)
     async with connection:
@@ -80,6 +73,27 @@ def celery_consumer(settings: Settings, attempts: int = 1) -> OrderEventConsumer
     )
 
 
+async def dead_letter_of(
+    settings: Settings,
+    body: bytes,
+    content_type: str = CONTENT_TYPE,
+    *,
+    timeout: float,
+    waiting_for: str,
+) -> AbstractIncomingMessage:
+    """Publish `body` to a running Celery consumer; the one message it dead-letters."""
+    url = broker_url(settings)
+    consumer = celery_consumer(settings)
+    try:
+        assert await consumer.start()
+        await publish(url, body, content_type)
+        await wait_for_queue_depth(url, DEAD_LETTER_QUEUE_NAME, 1, timeout, waiting_for)
+    finally:
+        await consumer.stop()
+    [message] = await dead_letters(url)
+    return message
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "reason"),
     [
@@ -92,20 +106,10 @@ async def test_unparseable_message_goes_to_the_dlq_with_its_reason(
     pipeline_settings_factory: SettingsFactory, body: bytes, content_type: str, reason: str
 ) -> None:
     settings = await pipeline_settings_factory()
-    assert settings.RABBITMQ_URL
-    url = settings.RABBITMQ_URL
-    consumer = celery_consumer(settings)
-    try:
-        assert await consumer.start()
-        await publish(url, body, content_type)
-
-        async def dead_lettered() -> bool:
-            return await queue_depth(url, DEAD_LETTER_QUEUE_NAME) == 1
-
-        await eventually(dead_lettered, 10, message="the poison message in the DLQ")
-    finally:
-        await consumer.stop()
-    [message] = await dead_letters(url)
+    url = broker_url(settings)
+    message = await dead_letter_of(
+        settings, body, content_type, timeout=10, waiting_for="the poison message in the DLQ"
+    )
     assert message.body == body
     assert reason in str((message.headers or {})[DEAD_LETTER_REASON_HEADER])
     assert await queue_depth(url, QUEUE_NAME) == 0
@@ -118,21 +122,13 @@ async def test_message_that_keeps_failing_is_dead_lettered_by_the_delivery_limit
     settings = await pipeline_settings_factory(
         CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     )
-    assert settings.RABBITMQ_URL
-    url = settings.RABBITMQ_URL
-    consumer = celery_consumer(settings)
     event = an_event()
-    try:
-        assert await consumer.start()
-        await publish(url, event.model_dump_json().encode())
-
-        async def dead_lettered() -> bool:
-            return await queue_depth(url, DEAD_LETTER_QUEUE_NAME) == 1
-
-        await eventually(dead_lettered, 60, message="the delivery limit to dead-letter")
-    finally:
-        await consumer.stop()
-    [message] = await dead_letters(url)
+    message = await dead_letter_of(
+        settings,
+        event.model_dump_json().encode(),
+        timeout=60,
+        waiting_for="the delivery limit to dead-letter",
+    )
     headers = message.headers or {}
     assert headers["x-first-death-reason"] == "delivery_limit"
     assert OrderCreatedEvent.model_validate_json(message.body) == event
@@ -142,8 +138,7 @@ async def test_sigterm_path_finishes_the_in_flight_message_before_closing(
     pipeline_settings_factory: SettingsFactory,
 ) -> None:
     settings = await pipeline_settings_factory()
-    assert settings.RABBITMQ_URL
-    url = settings.RABBITMQ_URL
+    url = broker_url(settings)
     dispatcher = GatedDispatcher()
     consumer = OrderEventConsumer(settings, dispatcher)
     event = an_event()

@@ -8,10 +8,13 @@ OrderMissingError), inserted directly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -42,14 +45,14 @@ from oms.pipeline.topology import declare_topology
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, api_client
 from tests.harness import free_port, settings_env
 from tests.pipeline.support import (
     RABBITMQCTL,
     VENV_BIN,
-    api_client,
     create_orders,
     create_orders_directly,
+    database_sessions,
     drain_queue,
     eventually,
     order_rows,
@@ -65,40 +68,30 @@ async def insert_poison_events(
     settings: Settings, count: int, age: timedelta = timedelta(minutes=5)
 ) -> list[uuid.UUID]:
     """`order.created` events for orders that do not exist, older than anything else."""
-    engine = create_engine(settings)
     created_at = datetime.now(UTC) - age
-    try:
-        async with create_session_factory(engine)() as session, session.begin():
-            rows = []
-            for number in range(count):
-                event_id, order_id = uuid.uuid4(), uuid.uuid4()
-                event = OrderCreatedEvent(
-                    event_id=event_id, order_id=order_id, occurred_at=created_at
+    async with database_sessions(settings) as factory, factory() as session, session.begin():
+        rows = []
+        for number in range(count):
+            event_id, order_id = uuid.uuid4(), uuid.uuid4()
+            event = OrderCreatedEvent(event_id=event_id, order_id=order_id, occurred_at=created_at)
+            rows.append(
+                OutboxEvent(
+                    id=event_id,
+                    event_type="order.created",
+                    aggregate_id=order_id,
+                    payload=event.model_dump(mode="json"),
+                    headers={},
+                    created_at=created_at + timedelta(microseconds=number),
                 )
-                rows.append(
-                    OutboxEvent(
-                        id=event_id,
-                        event_type="order.created",
-                        aggregate_id=order_id,
-                        payload=event.model_dump(mode="json"),
-                        headers={},
-                        created_at=created_at + timedelta(microseconds=number),
-                    )
-                )
-            session.add_all(rows)
-        return [row.id for row in rows]
-    finally:
-        await engine.dispose()
+            )
+        session.add_all(rows)
+    return [row.id for row in rows]
 
 
 async def outbox_rows(settings: Settings) -> dict[uuid.UUID, OutboxEvent]:
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = (await session.execute(select(OutboxEvent))).scalars()
-            return {row.id: row for row in rows}
-    finally:
-        await engine.dispose()
+    async with database_sessions(settings) as factory, factory() as session:
+        rows = (await session.execute(select(OutboxEvent))).scalars()
+        return {row.id: row for row in rows}
 
 
 def in_process_relay(
@@ -115,6 +108,27 @@ def in_process_relay(
         max_retries=max_retries,
         retry_delay_seconds=retry_delay_seconds,
     )
+
+
+@contextlib.asynccontextmanager
+async def relay_in_process(
+    settings: Settings, **options: Any
+) -> AsyncIterator[tuple[OutboxRelay, async_sessionmaker[AsyncSession]]]:
+    """`in_process_relay` on an engine of its own; stopped, then disposed, on the way out."""
+    async with database_sessions(settings) as factory:
+        relay = in_process_relay(factory, **options)
+        try:
+            yield relay, factory
+        finally:
+            await relay.stop()
+
+
+async def assert_every_pass_refused(relay: OutboxRelay, count: int) -> None:
+    """Three passes each claim all `count` rows and hand none over: an outage, not poison."""
+    for _ in range(3):
+        outcome = await relay.relay_once()
+        assert (outcome.claimed, outcome.delivered, outcome.failed) == (count, 0, 0)
+        assert outcome.refused == count
 
 
 # --- pure functions -------------------------------------------------------------------------
@@ -158,10 +172,7 @@ async def test_a_failing_event_is_retried_with_back_off_then_parked(
 ) -> None:
     settings = await make_settings()
     [poison] = await insert_poison_events(settings, 1)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
-    relay = in_process_relay(factory, max_retries=1, retry_delay_seconds=0.5)
-    try:
+    async with relay_in_process(settings, max_retries=1, retry_delay_seconds=0.5) as (relay, _):
         first = await relay.relay_once()
         assert (first.claimed, first.delivered, first.failed, first.parked) == (1, 0, 1, 0)
         assert first.refused == 0  # a poison record is not an outage
@@ -187,9 +198,6 @@ async def test_a_failing_event_is_retried_with_back_off_then_parked(
         assert relay.stats.parked == 1
         assert await relay.parked_count() == 1
         assert (await relay.relay_once()).claimed == 0  # parked rows are never claimed
-    finally:
-        await relay.stop()
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
@@ -199,10 +207,8 @@ async def test_only_due_unparked_rows_are_claimed_oldest_first(
     settings = await make_settings()
     parked, waiting, due = await insert_poison_events(settings, 3)
     await create_orders_directly(settings, 1)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
     now = datetime.now(UTC)
-    try:
+    async with database_sessions(settings) as factory:
         async with factory() as session, session.begin():
             rows = {row.id: row for row in (await session.execute(select(OutboxEvent))).scalars()}
             rows[parked].dead_lettered_at = now
@@ -215,8 +221,6 @@ async def test_only_due_unparked_rows_are_claimed_oldest_first(
         async with factory() as session:
             one = list((await session.execute(claim_statement(now, 1))).scalars())
         assert [row.id for row in one] == [due]
-    finally:
-        await engine.dispose()
 
 
 async def test_the_partial_index_serves_the_claim_on_postgres(
@@ -257,10 +261,7 @@ async def test_an_unreachable_database_defers_the_batch_without_counting_attempt
         factory, max_retries=0, processing_factory=create_session_factory(broken_engine)
     )
     try:
-        for _ in range(3):
-            outcome = await relay.relay_once()
-            assert (outcome.claimed, outcome.delivered, outcome.failed) == (7, 0, 0)
-            assert outcome.refused == 7
+        await assert_every_pass_refused(relay, 7)
         rows = await outbox_rows(settings)
         assert {row.attempts for row in rows.values()} == {0}
         assert {row.dead_lettered_at for row in rows.values()} == {None}
@@ -307,10 +308,7 @@ async def test_a_batch_the_broker_does_not_confirm_never_counts_attempts(
         max_retries=0,
     )
     try:
-        for _ in range(3):
-            outcome = await relay.relay_once()
-            assert (outcome.claimed, outcome.delivered, outcome.failed) == (3, 0, 0)
-            assert outcome.refused == 3
+        await assert_every_pass_refused(relay, 3)
         rows = await outbox_rows(settings)
         assert {(row.attempts, row.sent_at, row.dead_lettered_at) for row in rows.values()} == {
             (0, None, None)
@@ -389,24 +387,16 @@ async def test_poison_events_are_parked_and_never_stall_good_orders(
     } == {(None, 0, None)}
     assert await run_command(str(VENV_BIN / "oms"), "dlq", "list", env=env) == ""
     # Due again: a relay claims them at once.
-    engine = create_engine(settings)
-    relay = in_process_relay(create_session_factory(engine))
-    try:
+    async with relay_in_process(settings) as (relay, _):
         outcome = await relay.relay_once()
         assert (outcome.claimed, outcome.failed) == (100, 100)
-    finally:
-        await relay.stop()
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_replay_of_parked_events_in_process(make_settings: SettingsFactory) -> None:
     settings = await make_settings()
     poison = await insert_poison_events(settings, 3)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
-    relay = in_process_relay(factory, max_retries=0)
-    try:
+    async with relay_in_process(settings, max_retries=0) as (relay, factory):
         assert (await relay.relay_once()).parked == 3
         listed = {event.event_id for event in await list_parked(factory, limit=2)}
         assert len(listed) == 2
@@ -421,21 +411,15 @@ async def test_replay_of_parked_events_in_process(make_settings: SettingsFactory
         assert {uuid.UUID(line.split("\t")[0]) for line in listed_cli.splitlines()} == set(poison)
         assert await replay_parked(factory, limit=10) == 3
         assert await replay_parked(factory, limit=10) == 0
-    finally:
-        await relay.stop()
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_running_relay_counts_parked_events(make_settings: SettingsFactory) -> None:
     settings = await make_settings()
     await insert_poison_events(settings, 2)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
-    relay = in_process_relay(factory, max_retries=0)
-    parked_before = REGISTRY.get_sample_value("oms_outbox_events_parked_total") or 0.0
-    relay.start()
-    try:
+    async with relay_in_process(settings, max_retries=0) as (relay, _):
+        parked_before = REGISTRY.get_sample_value("oms_outbox_events_parked_total") or 0.0
+        relay.start()
 
         async def gauge_shows_them() -> bool:
             return REGISTRY.get_sample_value("oms_outbox_parked_events") == 2
@@ -444,9 +428,6 @@ async def test_the_running_relay_counts_parked_events(make_settings: SettingsFac
         parked_after = REGISTRY.get_sample_value("oms_outbox_events_parked_total") or 0.0
         assert parked_after - parked_before == 2
         assert relay.stats.consecutive_failures == 0  # poison is not a relay failure
-    finally:
-        await relay.stop()
-        await engine.dispose()
 
 
 # --- broker mode: a task that fails for good lands in new_order.dlq --------------------------

@@ -10,11 +10,14 @@ import pytest
 
 from oms.cache import MemoryOrderCache
 from oms.db.models import Order, OrderStatus
-from oms.db.session import create_engine, create_session_factory
 from oms.pipeline.processing import OrderMissingError, process_order
-from oms.resources import build_order_cache
 from tests.conftest import SettingsFactory
-from tests.pipeline.support import create_orders_directly, order_rows
+from tests.pipeline.support import (
+    create_orders_directly,
+    database_sessions,
+    order_cache,
+    order_rows,
+)
 
 BOTH = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 
@@ -26,9 +29,7 @@ async def test_a_canceled_order_is_still_seen_by_the_pipeline(
     canceled before its processing still goes through and stamps it; the status stays."""
     settings = await make_settings()
     [order_id] = await create_orders_directly(settings, 1)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
-    try:
+    async with database_sessions(settings) as factory:
         async with factory() as session, session.begin():
             order = await session.get(Order, order_id)
             assert order is not None
@@ -36,8 +37,6 @@ async def test_a_canceled_order_is_still_seen_by_the_pipeline(
         result = await process_order(factory, MemoryOrderCache(60), order_id)
         async with factory() as session:
             stamped = await session.get(Order, order_id)
-    finally:
-        await engine.dispose()
     assert result.outcome == "processed"
     assert result.processed_at is not None
     assert stamped is not None
@@ -50,18 +49,12 @@ async def test_processing_twice_changes_nothing_the_second_time(
 ) -> None:
     settings = await make_settings()
     [order_id] = await create_orders_directly(settings, 1)
-    engine = create_engine(settings)
-    cache = build_order_cache(settings)
-    factory = create_session_factory(engine)
-    try:
+    async with database_sessions(settings) as factory, order_cache(settings) as cache:
         # A reader cached the unprocessed order (version 1) before the worker ran.
         await cache.put(str(order_id), 1, b'{"processed_at": null}')
         first = await process_order(factory, cache, order_id)
         second = await process_order(factory, cache, order_id)
         cached = await cache.get(str(order_id))
-    finally:
-        await cache.close()
-        await engine.dispose()
     assert (first.outcome, first.version) == ("processed", 2)
     assert (second.outcome, second.version) == ("already_processed", 2)
     assert second.processed_at == first.processed_at
@@ -75,14 +68,10 @@ async def test_processing_twice_changes_nothing_the_second_time(
 async def test_concurrent_runs_of_one_event_record_it_once(make_settings: SettingsFactory) -> None:
     settings = await make_settings()
     [order_id] = await create_orders_directly(settings, 1)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
-    try:
+    async with database_sessions(settings) as factory:
         results = await asyncio.gather(
             *(process_order(factory, MemoryOrderCache(60), order_id) for _ in range(4))
         )
-    finally:
-        await engine.dispose()
     assert sorted(result.outcome for result in results) == [
         "already_processed",
         "already_processed",
@@ -94,9 +83,6 @@ async def test_concurrent_runs_of_one_event_record_it_once(make_settings: Settin
 
 async def test_unknown_order_is_an_error_worth_retrying(make_settings: SettingsFactory) -> None:
     settings = await make_settings()
-    engine = create_engine(settings)
-    try:
+    async with database_sessions(settings) as factory:
         with pytest.raises(OrderMissingError):
-            await process_order(create_session_factory(engine), MemoryOrderCache(60), uuid.uuid4())
-    finally:
-        await engine.dispose()
+            await process_order(factory, MemoryOrderCache(60), uuid.uuid4())

@@ -18,12 +18,12 @@ from oms.db.session import create_engine, create_session_factory
 from oms.messaging.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
 from oms.pipeline.destinations import RabbitPublisher
 from oms.pipeline.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, api_client
 from tests.harness import free_port
 from tests.pipeline.support import (
-    api_client,
     create_orders,
     create_orders_directly,
+    database_sessions,
     drain_queue,
     eventually,
     register_and_login,
@@ -188,10 +188,8 @@ async def test_purge_removes_only_sent_rows_past_retention(
 ) -> None:
     settings = await pipeline_settings_factory()
     await create_orders_directly(settings, 4)
-    engine = create_engine(settings)
-    factory = create_session_factory(engine)
     now = datetime.now(UTC)
-    try:
+    async with database_sessions(settings) as factory:
         async with factory() as session, session.begin():
             ids = list((await session.execute(select(OutboxEvent.id))).scalars())
             ages = {
@@ -213,5 +211,3 @@ async def test_purge_removes_only_sent_rows_past_retention(
         async with factory() as session:
             left = set((await session.execute(select(OutboxEvent.id))).scalars())
         assert left == {ids[2], ids[3]}  # recent sent row and the unsent one stay
-    finally:
-        await engine.dispose()

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, api_client
 from tests.pipeline.support import (
-    api_client,
+    assert_processed_exactly_once,
     create_orders,
     eventually,
-    order_rows,
     register_and_login,
-    unsent_outbox_count,
 )
 
 
@@ -35,6 +31,4 @@ async def test_orders_get_processed_in_process_on_sqlite(make_settings: Settings
             return True
 
         await eventually(all_processed_over_http, 20, message="orders processed in-process")
-    rows = await order_rows(settings)
-    assert {rows[uuid.UUID(order_id)].version for order_id in order_ids} == {2}
-    assert await unsent_outbox_count(settings) == 0
+    await assert_processed_exactly_once(settings, order_ids)

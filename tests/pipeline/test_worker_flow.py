@@ -8,24 +8,23 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from oms.db.session import create_engine, create_session_factory
 from oms.orders.service import OrderService
 from oms.pipeline.celery_config import create_celery_app
-from oms.resources import build_order_cache
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, api_client
 from tests.harness import free_port
 from tests.pipeline.support import (
     ORDER_BODY,
-    api_client,
+    assert_processed_exactly_once,
     create_orders,
+    database_sessions,
     eventually,
+    order_cache,
     order_rows,
     register_and_login,
-    unsent_outbox_count,
     worker_process,
 )
 
@@ -50,18 +49,13 @@ async def _task_results(settings: Settings) -> dict[str, dict[str, object]]:
 
 async def _create_traced_order(settings: Settings, user_id: int) -> uuid.UUID:
     """An order whose outbox row carries trace context (as the observability work will set)."""
-    engine = create_engine(settings)
-    cache = build_order_cache(settings)
-    try:
-        created = await OrderService(create_session_factory(engine), cache).create(
+    async with database_sessions(settings) as factory, order_cache(settings) as cache:
+        created = await OrderService(factory, cache).create(
             user_id,
             OrderCreate.model_validate(ORDER_BODY),
             trace_headers={"traceparent": TRACEPARENT},
         )
         return created.order.id
-    finally:
-        await cache.close()
-        await engine.dispose()
 
 
 async def test_orders_flow_through_consumer_and_worker(
@@ -91,9 +85,7 @@ async def test_orders_flow_through_consumer_and_worker(
                 return all(rows[order_id].processed for order_id in order_ids)
 
             await eventually(all_processed, 60, message="every order processed")
-            rows = await order_rows(settings)
-            assert {rows[order_id].version for order_id in order_ids} == {2}
-            assert await unsent_outbox_count(settings) == 0
+            await assert_processed_exactly_once(settings, order_ids)
             fresh = await http.get(f"/orders/{order_ids[0]}/", headers=headers)
             assert fresh.json()["processed_at"] is not None  # the cache did not stay stale
 

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from oms.settings import Settings, get_settings
+from oms.settings import ApiSettings, get_api_settings
 from oms.telemetry import configure_tracing
 from oms_api.metrics import HttpMetricsMiddleware
 from oms_api.middleware import ErrorBoundaryMiddleware, RequestEnvelopeMiddleware
@@ -58,8 +58,8 @@ class ProblemCORSMiddleware(CORSMiddleware):
         return refused
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or get_api_settings()
 
     metrics_on_own_port = settings.API_METRICS_PORT > 0
 

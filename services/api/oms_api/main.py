@@ -11,7 +11,7 @@ import uvicorn
 from oms.logging import configure_logging
 from oms.prometheus import MULTIPROC_ENV, prepare_multiprocess_dir, scrape_registry
 from oms.security.keys import KeyConfigurationError, load_key_set
-from oms.settings import get_settings
+from oms.settings import get_api_settings
 from oms_api.server import server_options, unsafe_configuration
 
 if TYPE_CHECKING:
@@ -24,13 +24,13 @@ def serve_app() -> FastAPI:
     # supervising process before prepare_multiprocess_dir.
     from oms_api.app import create_app
 
-    settings = get_settings()
+    settings = get_api_settings()
     configure_logging("api", settings.LOG_LEVEL)
     return create_app(settings)
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = get_api_settings()
     configure_logging("api", settings.LOG_LEVEL)
     problems = unsafe_configuration(settings)
     try:

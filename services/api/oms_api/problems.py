@@ -118,33 +118,31 @@ class ProblemError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
+    def response(self, request: Request | None) -> Response:
+        """The problem document, with the request's path and id when there is a request."""
+        body: dict[str, Any] = {
+            "type": self.kind.uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if request is not None:
+            body["instance"] = request.url.path
+            request_id = getattr(request.state, "request_id", None)
+            if request_id:
+                body["request_id"] = request_id
+        body.update(self.extra)
+        return Response(
+            orjson.dumps(body),
+            status_code=self.status,
+            media_type=PROBLEM_MEDIA_TYPE,
+            headers=self.headers or None,
+        )
 
-def problem_response(
-    request: Request | None,
-    status: int,
-    detail: str,
-    *,
-    kind: ProblemType | None = None,
-    title: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    default_kind, default_title = status_defaults(status)
-    body: dict[str, Any] = {
-        "type": (kind or default_kind).uri,
-        "title": title or default_title,
-        "status": status,
-        "detail": detail,
-    }
-    if request is not None:
-        body["instance"] = request.url.path
-        request_id = getattr(request.state, "request_id", None)
-        if request_id:
-            body["request_id"] = request_id
-    body.update(extra)
-    return Response(
-        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
-    )
+
+def problem_response(request: Request | None, status: int, detail: str, **fields: Any) -> Response:
+    """Answer with a problem document without raising: `fields` as `ProblemError` takes them."""
+    return ProblemError(status, detail, **fields).response(request)
 
 
 # --- domain errors ----------------------------------------------------------------------------
@@ -264,15 +262,7 @@ async def _count_unchecked(request: Request) -> Response | None:
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
-    return problem_response(
-        request,
-        exc.status,
-        exc.detail,
-        kind=exc.kind,
-        title=exc.title,
-        headers=exc.headers,
-        **exc.extra,
-    )
+    return exc.response(request)
 
 
 async def _on_domain_error(request: Request, exc: Exception) -> Response:

@@ -23,7 +23,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
-from oms.settings import Settings
+from oms.settings import ApiSettings, RateLimitSettings
 from oms_api.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError
@@ -69,7 +69,7 @@ class RateLimitPolicy:
     register: RateLimitItem
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimitPolicy:
+    def from_settings(cls, settings: RateLimitSettings) -> RateLimitPolicy:
         return cls(
             create_order=parse(settings.RATE_LIMIT_CREATE_ORDER),
             get_order=parse(settings.RATE_LIMIT_GET_ORDER),
@@ -81,7 +81,7 @@ class RateLimitPolicy:
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.policy = RateLimitPolicy.from_settings(settings)
         self.trusted_proxies = parse_networks(settings.TRUSTED_PROXIES)

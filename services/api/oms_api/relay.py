@@ -10,11 +10,11 @@ from oms.db.session import create_engine, create_session_factory
 from oms.logging import configure_logging
 from oms.pipeline.relay import OutboxRelay
 from oms.resources import build_order_cache
-from oms.settings import Settings, get_settings
+from oms.settings import RelaySettings, get_relay_settings
 from oms.telemetry import configure_tracing
 
 
-async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
+async def run_relay(settings: RelaySettings, stop: asyncio.Event) -> None:
     """Relay until `stop` is set, then finish the batch in hand and release everything."""
     engine = create_engine(settings)
     cache = build_order_cache(settings)
@@ -31,7 +31,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = get_relay_settings()
     configure_logging("relay", settings.LOG_LEVEL)
     configure_tracing("oms-relay")
 

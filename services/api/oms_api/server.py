@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from oms.settings import Settings, get_settings
+from oms.settings import ApiSettings, get_api_settings
 from oms_api.problems import status_defaults
 
 _HEAD_END = b"\r\n\r\n"
@@ -35,7 +35,7 @@ def problem_bytes(status: int, detail: str) -> bytes:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._max_head_bytes = get_settings().MAX_REQUEST_HEADER_BYTES
+        self._max_head_bytes = get_api_settings().MAX_REQUEST_HEADER_BYTES
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -76,7 +76,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
+def server_options(settings: ApiSettings) -> dict[str, Any]:
     """How uvicorn serves the API; the benchmark serves its bare baseline with the same."""
     return {
         "host": settings.HOST,
@@ -91,7 +91,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def unsafe_configuration(settings: Settings) -> list[str]:
+def unsafe_configuration(settings: ApiSettings) -> list[str]:
     """Settings that would start but silently misbehave; `oms-api` refuses to start on them."""
     problems = []
     if settings.API_WORKERS > 1:

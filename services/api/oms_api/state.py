@@ -15,7 +15,7 @@ from oms.resources import build_access_book, build_order_cache, redis_client
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
-from oms.settings import Settings
+from oms.settings import ApiSettings
 from oms.users.access import AccessBook
 from oms_api.gate import RequestGate
 from oms_api.metrics import ObservedOrderCache
@@ -25,7 +25,7 @@ from oms_api.tracing import instrument_engine
 
 @dataclass
 class AppState:
-    settings: Settings
+    settings: ApiSettings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     keys: KeyStore
@@ -46,7 +46,7 @@ class AppState:
 
 
 @asynccontextmanager
-async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
+async def open_app_state(settings: ApiSettings) -> AsyncIterator[AppState]:
     configure_password_hashing(settings)
     engine = create_engine(settings)
     instrument_engine(engine)

@@ -10,7 +10,7 @@ from oms.logging import configure_logging
 from oms.pipeline.celery_config import create_celery_app
 from oms.pipeline.probes import ProbeServer
 from oms.prometheus import scrape_registry
-from oms.settings import Settings, get_settings
+from oms.settings import ConsumerSettings, get_consumer_settings
 from oms.telemetry import configure_tracing, instrument_aio_pika, shutdown_tracing
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.queues import QueueDepthMonitor
@@ -19,7 +19,7 @@ from oms_consumer.service import OrderEventConsumer
 logger = logging.getLogger("oms.consumer")
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: ConsumerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,7 +52,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = get_consumer_settings()
     configure_logging("consumer", settings.LOG_LEVEL)
     if configure_tracing("oms-consumer"):
         instrument_aio_pika()

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from oms.prometheus import counter_from_zero
+
 RECEIVED = Counter("oms_consumer_messages_received_total", "new_order deliveries received")
 REDELIVERED = Counter(
     "oms_consumer_messages_redelivered_total",
     "Deliveries flagged as redelivered by the broker (an earlier delivery was not acked)",
 )
-MESSAGES = Counter(
+MESSAGES = counter_from_zero(
     "oms_consumer_messages_total",
     "new_order messages by how they were settled",
-    ["outcome"],  # dispatched (acked), dead_lettered (acked), requeued (nacked)
+    "outcome",
+    ("dispatched", "dead_lettered", "requeued"),  # acked, acked, nacked
 )
-DEAD_LETTERED = Counter(
+DEAD_LETTERED = counter_from_zero(
     "oms_consumer_dead_lettered_messages_total",
     "Messages the consumer moved to new_order.dlq, by reason",
-    ["reason"],  # content_type, invalid_event
+    "reason",
+    ("content_type", "invalid_event"),
 )
 DISPATCH_SECONDS = Histogram(
     "oms_consumer_dispatch_duration_seconds",
@@ -48,9 +52,3 @@ QUEUE_CONSUMERS = Gauge(
 QUEUE_POLL_TIMESTAMP = Gauge(
     "oms_queue_last_poll_timestamp_seconds", "Unix time of the last successful queue poll"
 )
-
-# Known label values start at 0, so rate() sees the first event instead of a series appearing.
-for _outcome in ("dispatched", "dead_lettered", "requeued"):
-    MESSAGES.labels(_outcome)
-for _reason in ("content_type", "invalid_event"):
-    DEAD_LETTERED.labels(_reason)

@@ -38,7 +38,7 @@ from oms.pipeline.messages import (
 )
 from oms.pipeline.metrics import seconds_between
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, Topology, declare_topology
-from oms.settings import Settings
+from oms.settings import ConsumerSettings
 from oms_consumer.dispatch import DispatchError, TaskDispatcher
 from oms_consumer.metrics import (
     CONNECTED,
@@ -65,7 +65,7 @@ def dead_letter_message(message: AbstractIncomingMessage, reason: str) -> Messag
 
 
 class OrderEventConsumer:
-    def __init__(self, settings: Settings, dispatcher: TaskDispatcher) -> None:
+    def __init__(self, settings: ConsumerSettings, dispatcher: TaskDispatcher) -> None:
         if not settings.RABBITMQ_URL:
             raise ValueError("the consumer needs RABBITMQ_URL")
         self._url = settings.RABBITMQ_URL

@@ -26,7 +26,7 @@ from oms.pipeline.celery_config import PROCESS_ORDER_TASK, create_celery_app
 from oms.pipeline.destinations import describe_error
 from oms.pipeline.dlq import order_event_dead_letter, publish_dead_letter
 from oms.pipeline.processing import process_order
-from oms.settings import Settings, get_settings
+from oms.settings import WorkerSettings, get_worker_settings
 from oms.telemetry import configure_tracing, reset_after_fork, shutdown_tracing
 from oms_worker.metrics import TASK_SECONDS, TASKS, forget_process
 from oms_worker.runtime import RuntimeHolder
@@ -84,7 +84,7 @@ def event_id_of(task_id: str | None) -> uuid.UUID:
         return uuid.uuid4()
 
 
-def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
+def create_worker_app(settings: WorkerSettings) -> tuple[Celery, WorkerStatus]:
     app = create_celery_app(settings, main="oms_worker")
     runtimes = RuntimeHolder(settings)
     status = WorkerStatus()
@@ -188,4 +188,4 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerStatus]:
     return app, status
 
 
-app, status = create_worker_app(get_settings())
+app, status = create_worker_app(get_worker_settings())

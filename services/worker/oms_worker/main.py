@@ -11,7 +11,7 @@ import sys
 from oms.logging import configure_logging
 from oms.pipeline.celery_config import TASK_QUEUE
 from oms.prometheus import prepare_multiprocess_dir
-from oms.settings import get_settings
+from oms.settings import get_worker_settings
 
 
 def worker_argv(concurrency: int, log_level: str, extra: list[str]) -> list[str]:
@@ -29,7 +29,7 @@ def worker_argv(concurrency: int, log_level: str, extra: list[str]) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    settings = get_worker_settings()
     configure_logging("worker", settings.LOG_LEVEL)
     # Prefork children count in files that the main process aggregates at scrape time.
     prepare_multiprocess_dir("oms-worker-")

@@ -8,26 +8,23 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import Counter, Histogram, multiprocess
+from prometheus_client import Histogram, multiprocess
 
-from oms.prometheus import MULTIPROC_ENV
+from oms.prometheus import MULTIPROC_ENV, counter_from_zero
 
-TASKS = Counter(
+TASKS = counter_from_zero(
     "oms_worker_tasks_total",
     "process_order_task runs by outcome",
+    "outcome",
     # processed (success), already_processed (duplicate delivery), retried, dead_lettered
     # (failed for good, parked in new_order.dlq), failed (for good, and dead-lettering failed)
-    ["outcome"],
+    ("processed", "already_processed", "retried", "dead_lettered", "failed"),
 )
 TASK_SECONDS = Histogram(
     "oms_worker_task_duration_seconds",
     "Time spent in process_order_task",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-
-# Known label values start at 0, so rate() sees the first event instead of a series appearing.
-for _outcome in ("processed", "already_processed", "retried", "dead_lettered", "failed"):
-    TASKS.labels(_outcome)
 
 
 def forget_process(pid: int) -> None:

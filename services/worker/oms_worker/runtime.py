@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
 from oms.resources import build_order_cache
-from oms.settings import Settings
+from oms.settings import WorkerSettings
 from oms.telemetry import tracing_active
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ class WorkerRuntime:
 
 
 class RuntimeHolder:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         # A child runs one task at a time: a tiny pool is enough and spares PostgreSQL.
         self._settings = settings.model_copy(update={"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 1})
         self._runtime: WorkerRuntime | None = None

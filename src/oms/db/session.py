@@ -1,4 +1,4 @@
-"""Engine and session factory built from Settings; one pool per process, reused everywhere."""
+"""Engine and session factory from DatabaseSettings; one pool per process, reused everywhere."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from oms.settings import Settings
+from oms.settings import DatabaseSettings
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -27,7 +27,7 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     url = settings.database_url
     if settings.database_backend == "sqlite":
         if url.database:

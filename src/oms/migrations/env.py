@@ -9,15 +9,15 @@ from sqlalchemy.engine import Connection
 
 from oms.db.models import Base
 from oms.db.session import create_engine
-from oms.settings import Settings, get_settings
+from oms.settings import DatabaseSettings
 
 config = context.config
 target_metadata = Base.metadata
 
 
-def _settings() -> Settings:
+def _settings() -> DatabaseSettings:
     given = config.attributes.get("settings")
-    return given if isinstance(given, Settings) else get_settings()
+    return given if isinstance(given, DatabaseSettings) else DatabaseSettings()
 
 
 def _run(connection: Connection) -> None:

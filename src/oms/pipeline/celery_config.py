@@ -7,20 +7,22 @@ from typing import Final
 
 from celery import Celery
 
-from oms.settings import Settings
+from oms.settings import BrokerSettings, CelerySettings
 
 PROCESS_ORDER_TASK: Final = "oms.process_order_task"
 TASK_QUEUE: Final = "order_tasks"
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: BrokerSettings) -> str:
     url = settings.CELERY_BROKER_URL or settings.RABBITMQ_URL
     if not url:
         raise ValueError("RABBITMQ_URL (or CELERY_BROKER_URL) is required by the consumer/worker")
     return url
 
 
-def create_celery_app(settings: Settings, main: str = "oms", *, results: bool = True) -> Celery:
+def create_celery_app(
+    settings: CelerySettings, main: str = "oms", *, results: bool = True
+) -> Celery:
     """`results=False` for processes that only send tasks (the consumer): with a result backend,
     Celery subscribes the sender to every task's result channel, a Redis round trip per task
     and a subscription that is never dropped."""

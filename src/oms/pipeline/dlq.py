@@ -35,7 +35,7 @@ from oms.db.session import create_engine, create_session_factory, session_scope
 from oms.messaging.contracts import CONTENT_TYPE, DEAD_LETTER_QUEUE_NAME, ROUTING_KEY
 from oms.pipeline.messages import persistent_copy
 from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, declare_topology
-from oms.settings import Settings, get_settings
+from oms.settings import DatabaseSettings, DeadLetterSettings
 
 # Broker bookkeeping a replayed message must not carry back into new_order.
 _DEATH_HEADERS = (
@@ -213,7 +213,7 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-async def _run_outbox(settings: Settings, action: str, limit: int) -> int:
+async def _run_outbox(settings: DatabaseSettings, action: str, limit: int) -> int:
     engine = create_engine(settings)
     try:
         factory = create_session_factory(engine)
@@ -245,7 +245,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace) -> int:
     """List: `message id, reason, body` (RabbitMQ) or `event id, order id, attempts, parked at,
     last error` (parked outbox events), tab-separated, one per line."""
-    settings = get_settings()
+    settings = DeadLetterSettings()
     url = settings.RABBITMQ_URL
     if not url or args.outbox:
         return asyncio.run(_run_outbox(settings, args.action, args.limit))

@@ -11,7 +11,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -62,29 +62,35 @@ def probe_app(
     return application
 
 
-class ProbeServer:
-    def __init__(
-        self, host: str, port: int, readiness: Readiness, registry: CollectorRegistry
-    ) -> None:
-        self._server = make_server(
-            host,
-            port,
-            probe_app(readiness, registry),
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="probe-http", daemon=True
-        )
+class ServerThread:
+    """A socketserver serving from a daemon thread, so the caller's thread stays its own."""
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
+    def __init__(self, server: socketserver.BaseServer, name: str) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
 
-    def start(self) -> ProbeServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ProbeServer(ServerThread):
+    def __init__(
+        self, host: str, port: int, readiness: Readiness, registry: CollectorRegistry
+    ) -> None:
+        self._wsgi = make_server(
+            host,
+            port,
+            probe_app(readiness, registry),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+        super().__init__(self._wsgi, "probe-http")
+
+    @property
+    def port(self) -> int:
+        return int(self._wsgi.server_port)

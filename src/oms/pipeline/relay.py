@@ -58,7 +58,7 @@ from oms.pipeline.metrics import (
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
 )
-from oms.settings import Settings
+from oms.settings import OutboxRelaySettings
 
 logger = logging.getLogger("oms.pipeline.relay")
 
@@ -171,7 +171,7 @@ class OutboxRelay:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: OutboxRelaySettings,
         session_factory: async_sessionmaker[AsyncSession],
         cache: OrderCache,
         wakeup: asyncio.Event,

@@ -1,6 +1,6 @@
 """RSA key maths shared by the API and the operator: generate, serialise, load, JWK and RFC 7638
 key ids. Pure functions over `cryptography` keys: no settings, no database, so the operator can
-use them without the API's `Settings` or SQLAlchemy (`oms.security.keys` builds on them).
+use them without the API's settings or SQLAlchemy (`oms.security.keys` builds on them).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from oms.security.jwk import (
     public_jwk,
     public_key_to_pem,
 )
-from oms.settings import Settings
+from oms.settings import AuthSettings, DatabaseSettings, SigningKeySettings
 
 __all__ = [
     "KeyConfigurationError",
@@ -72,7 +72,7 @@ def build_key_set(
     return KeySet(signing_key=signing_key, signing_kid=kid, verification_keys=keys)
 
 
-def _dev_key_path(settings: Settings) -> Path:
+def _dev_key_path(settings: DatabaseSettings) -> Path:
     return settings.DATA_DIR / "jwt" / "private.pem"
 
 
@@ -91,12 +91,12 @@ def _ensure_dev_key(path: Path) -> bytes:
     return pem
 
 
-def _watched_files(settings: Settings) -> list[Path]:
+def _watched_files(settings: AuthSettings) -> list[Path]:
     files = [settings.JWT_PRIVATE_KEY_PATH, settings.JWT_JWKS_PATH]
     return [path for path in files if path is not None]
 
 
-def load_key_set(settings: Settings) -> KeySet:
+def load_key_set(settings: SigningKeySettings) -> KeySet:
     if settings.JWT_PRIVATE_KEY is not None:
         pem = settings.JWT_PRIVATE_KEY.get_secret_value().encode()
     elif settings.JWT_PRIVATE_KEY_PATH is not None:
@@ -131,7 +131,7 @@ class KeyStore:
     The files are stat-ed at most every `JWT_KEY_RELOAD_SECONDS`, never per request.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SigningKeySettings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
         self._key_set = load_key_set(settings)

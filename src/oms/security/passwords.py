@@ -7,14 +7,14 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from oms.settings import Settings
+from oms.settings import AuthSettings
 
 _hasher = PasswordHasher()
 # Verified when the user does not exist, so a wrong email costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("not-a-real-password-0")
 
 
-def configure_password_hashing(settings: Settings) -> None:
+def configure_password_hashing(settings: AuthSettings) -> None:
     """Set the cost of new hashes for this process (existing hashes keep their own cost)."""
     global _hasher, _DUMMY_HASH
     _hasher = PasswordHasher(

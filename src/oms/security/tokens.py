@@ -11,7 +11,7 @@ import jwt
 
 from oms.db.models import UserRole
 from oms.security.keys import KeySet
-from oms.settings import Settings
+from oms.settings import AuthSettings
 
 ALGORITHM = "RS256"
 
@@ -34,7 +34,7 @@ class TokenClaims:
 
 
 def issue_access_token(
-    settings: Settings,
+    settings: AuthSettings,
     keys: KeySet,
     user_id: int,
     role: UserRole,
@@ -61,7 +61,7 @@ def issue_access_token(
     return token, int(lifetime.total_seconds())
 
 
-def verify_access_token(settings: Settings, keys: KeySet, token: str) -> TokenClaims:
+def verify_access_token(settings: AuthSettings, keys: KeySet, token: str) -> TokenClaims:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError as error:
@@ -114,7 +114,7 @@ class TokenVerifier:
     Refused tokens are never remembered. Bounded: the oldest entries make room.
     """
 
-    def __init__(self, settings: Settings, max_entries: int = 10_000) -> None:
+    def __init__(self, settings: AuthSettings, max_entries: int = 10_000) -> None:
         self._settings = settings
         self._leeway = timedelta(seconds=settings.JWT_LEEWAY_SECONDS)
         self._max_entries = max_entries

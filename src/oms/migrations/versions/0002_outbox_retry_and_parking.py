@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.operations import BatchOperations
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -24,6 +25,13 @@ UNSENT_AND_NOT_PARKED = "sent_at IS NULL AND dead_lettered_at IS NULL"
 PARKED = "dead_lettered_at IS NOT NULL"
 
 
+def create_partial_index(batch_op: BatchOperations, name: str, column: str, where: str) -> None:
+    """A one-column index over only the rows `where` selects, on PostgreSQL and SQLite."""
+    batch_op.create_index(
+        name, [column], unique=False, postgresql_where=sa.text(where), sqlite_where=sa.text(where)
+    )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("outbox_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
@@ -32,20 +40,10 @@ def upgrade() -> None:
             sa.Column("dead_lettered_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch_op.drop_index("ix_outbox_events_unsent")
-        batch_op.create_index(
-            "ix_outbox_events_unsent",
-            ["created_at"],
-            unique=False,
-            postgresql_where=sa.text(UNSENT_AND_NOT_PARKED),
-            sqlite_where=sa.text(UNSENT_AND_NOT_PARKED),
+        create_partial_index(
+            batch_op, "ix_outbox_events_unsent", "created_at", UNSENT_AND_NOT_PARKED
         )
-        batch_op.create_index(
-            "ix_outbox_events_parked",
-            ["dead_lettered_at"],
-            unique=False,
-            postgresql_where=sa.text(PARKED),
-            sqlite_where=sa.text(PARKED),
-        )
+        create_partial_index(batch_op, "ix_outbox_events_parked", "dead_lettered_at", PARKED)
 
 
 def downgrade() -> None:
@@ -53,13 +51,7 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox_events", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_events_parked")
         batch_op.drop_index("ix_outbox_events_unsent")
-        batch_op.create_index(
-            "ix_outbox_events_unsent",
-            ["created_at"],
-            unique=False,
-            postgresql_where=sa.text(UNSENT),
-            sqlite_where=sa.text(UNSENT),
-        )
+        create_partial_index(batch_op, "ix_outbox_events_unsent", "created_at", UNSENT)
         batch_op.drop_column("dead_lettered_at")
         batch_op.drop_column("last_error")
         batch_op.drop_column("next_attempt_at")

@@ -1,0 +1,62 @@
+"""The make targets as `make help` lists them, and the repository's mentions of them: a removed or
+renamed target must not live on in the docs, messages and scripts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.deploy.chart import REPO
+
+# `make <target>` in a code span, or at the start of a (code) line.
+MENTION = re.compile(r"(?:`|^\s*)make ([a-z][a-z0-9-]*)", re.MULTILINE)
+EVERYDAY = ["run", "test", "services", "stack", "bench", "manifests", "images", "cluster"]
+
+
+def make_help() -> tuple[list[str], list[str]]:
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", "help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    everyday_part, _, other_part = result.stdout.partition("\nOther targets:\n")
+
+    def names(text: str) -> list[str]:
+        return [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
+
+    return names(everyday_part), names(other_part)
+
+
+def test_help_lists_the_everyday_targets_first() -> None:
+    everyday, other = make_help()
+    assert everyday[: len(EVERYDAY)] == EVERYDAY
+    assert {"lint", "typecheck", "pytest", "help"} <= set(other)
+    assert not set(everyday) & set(other)
+
+
+def test_every_mentioned_target_exists() -> None:
+    everyday, other = make_help()
+    targets = set(everyday) | set(other)
+    listing = subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    if listing.returncode != 0:
+        pytest.skip(f"no git checkout to list the files of: {listing.stderr.strip()}")
+    tracked = listing.stdout.split()
+    unknown: list[str] = []
+    for name in tracked:
+        path = REPO / name
+        if name == "Makefile" or name.startswith("mk/") or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        unknown += [
+            f"{name}: make {target}" for target in MENTION.findall(text) if target not in targets
+        ]
+    assert not unknown, unknown
