@@ -197,12 +197,13 @@ def compute_figures(
     baseline_cost = per_cpu_second(rounds.baseline, rounds.baseline_cpu_s)
     get_cost = per_cpu_second(rounds.get_cached, rounds.get_cpu_s)
     create_cost = per_cpu_second(rounds.create, rounds.create_cpu_s)
-    if baseline_cost:
-        figures["baseline_per_cpu_s"] = median(baseline_cost)
-    if get_cost:
-        figures["get_per_cpu_s"] = median(get_cost)
-    if create_cost:
-        figures["create_per_cpu_s"] = median(create_cost)
+    for name, cost in (
+        ("baseline_per_cpu_s", baseline_cost),
+        ("get_per_cpu_s", get_cost),
+        ("create_per_cpu_s", create_cost),
+    ):
+        if cost:
+            figures[name] = median(cost)
     if get_cost and baseline_cost:
         figures["get_cpu_vs_baseline"] = paired_ratio(get_cost, baseline_cost)
     if get_cached and floor:

@@ -581,30 +581,19 @@ class Run:
             await asyncio.gather(*(fetch(order_id) for order_id in order_ids))
 
     # --- phases -----------------------------------------------------------------------------
-    async def start_baseline(self) -> str:
+    async def start_reference(self, name: str) -> str:
+        """The bare ASGI endpoint (`baseline`) or the FastAPI floor (`floor`), answering the
+        bytes of a cached order GET; its URL."""
         port = free_port()
-        baseline = self.service(
-            "baseline",
-            [sys.executable, "-m", "bench.baseline_app"],
+        reference = self.service(
+            name,
+            [sys.executable, "-m", f"bench.{name}_app"],
             f"http://127.0.0.1:{port}/",
             PORT=port,
             BENCH_BASELINE_BODY=sample_order_body().decode(),
             PYTHONPATH=REPO_DIR,
         ).start()
-        await baseline.wait_ready()
-        return f"http://127.0.0.1:{port}"
-
-    async def start_floor(self) -> str:
-        port = free_port()
-        floor = self.service(
-            "floor",
-            [sys.executable, "-m", "bench.floor_app"],
-            f"http://127.0.0.1:{port}/",
-            PORT=port,
-            BENCH_BASELINE_BODY=sample_order_body().decode(),
-            PYTHONPATH=REPO_DIR,
-        ).start()
-        await floor.wait_ready()
+        await reference.wait_ready()
         return f"http://127.0.0.1:{port}"
 
     async def start_api(self) -> tuple[Service, str]:
@@ -753,8 +742,8 @@ async def measure(run: Run) -> Measured:
     options = run.options
     await run.prepare()
     ids_file = run.workdir / "order_ids.txt"
-    baseline_url = None if "baseline" in options.skip else await run.start_baseline()
-    floor_url = None if "floor" in options.skip else await run.start_floor()
+    baseline_url = None if "baseline" in options.skip else await run.start_reference("baseline")
+    floor_url = None if "floor" in options.skip else await run.start_reference("floor")
     open_loop = "open-loop" not in options.skip
     api, url = await run.start_api()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:

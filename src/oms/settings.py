@@ -179,6 +179,14 @@ class AuthSettings(_Section):
     PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1)
     PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=8)
     PASSWORD_HASH_PARALLELISM: int = Field(default=4, ge=1)
+    PASSWORD_HASH_CONCURRENCY: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Hashes one process computes at once; the rest wait. Each holds "
+            "PASSWORD_HASH_MEMORY_KIB while it runs, so this bounds a login burst's memory."
+        ),
+    )
 
 
 class CorsSettings(_Section):

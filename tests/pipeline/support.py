@@ -253,8 +253,8 @@ async def create_orders_directly(
 ) -> list[uuid.UUID]:
     """Orders (each with its outbox row) through OrderService, without the API."""
     user_id = await make_user(settings)
-    async with database_sessions(settings) as factory, factory() as session:
-        service = OrderService(session, MemoryOrderCache(60))
+    async with database_sessions(settings) as factory:
+        service = OrderService(factory, MemoryOrderCache(60))
         body = OrderCreate.model_validate(ORDER_BODY)
         return [
             (await service.create(user_id, body, trace_headers=trace_headers)).order.id

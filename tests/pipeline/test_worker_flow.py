@@ -50,12 +50,11 @@ async def _task_results(settings: Settings) -> dict[str, dict[str, object]]:
 async def _create_traced_order(settings: Settings, user_id: int) -> uuid.UUID:
     """An order whose outbox row carries trace context (as the observability work will set)."""
     async with database_sessions(settings) as factory, order_cache(settings) as cache:
-        async with factory() as session:
-            created = await OrderService(session, cache).create(
-                user_id,
-                OrderCreate.model_validate(ORDER_BODY),
-                trace_headers={"traceparent": TRACEPARENT},
-            )
+        created = await OrderService(factory, cache).create(
+            user_id,
+            OrderCreate.model_validate(ORDER_BODY),
+            trace_headers={"traceparent": TRACEPARENT},
+        )
         return created.order.id
 
 
@@ -90,14 +89,8 @@ async def test_orders_flow_through_consumer_and_worker(
             fresh = await http.get(f"/orders/{order_ids[0]}/", headers=headers)
             assert fresh.json()["processed_at"] is not None  # the cache did not stay stale
 
-            results = await _task_results(settings)
-            assert len(results) == len(order_ids)
-            assert {result["status"] for result in results.values()} == {"SUCCESS"}
-            processed = {
-                result["result"]["order_id"]  # type: ignore[index]
-                for result in results.values()
-            }
-            assert processed == {str(order_id) for order_id in order_ids}
+            # Successful tasks store no result: a Redis round trip per task nobody read.
+            assert await _task_results(settings) == {}
     finally:
         await consumer.stop()
         await worker.stop()

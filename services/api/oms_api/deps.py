@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oms.orders.service import OrderService
 from oms.security.tokens import InvalidTokenError, TokenClaims
+from oms_api.metrics import CACHE_ERRORS
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError, ProblemType
 from oms_api.ratelimit import RateLimiter, client_ip
@@ -49,14 +51,23 @@ class BearerResult:
     failure: str | None  # why a presented token was refused; None when absent or valid
 
 
-async def resolve_optional_claims(
-    request: Request, state: StateDep, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> BearerResult:
-    """Verify the bearer token once per request; rate limiting and auth both read the result."""
-    if not token:
-        return BearerResult(None, None)
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    """The order cache's answer, read by the gate together with the rate limit."""
+
+    order_id: str
+    body: bytes | None
+
+
+# Where the route's limit dependency leaves what it learnt for the later dependencies.
+BEARER_KEY = "bearer"
+CACHE_LOOKUP_KEY = "cache_lookup"
+
+
+def _verify(request: Request, state: AppState, token: str) -> TokenClaims | str:
+    """The token's claims, or why it is refused (signature and expiry only)."""
     try:
-        claims = state.tokens.verify(state.keys.current(), token)
+        return state.tokens.verify(state.keys.current(), token)
     except InvalidTokenError as error:
         # Never log the token itself: the reason and where it came from are enough.
         logger.warning(
@@ -67,18 +78,57 @@ async def resolve_optional_claims(
                 "client": request.client.host if request.client else None,
             },
         )
-        return BearerResult(None, error.reason)
-    # Signature and expiry are not enough: the user may since have been disabled or deleted,
-    # or had their tokens revoked (oms.users.access).
-    access = await state.access.access(claims.user_id)
-    if not access.admits(claims.generation):
+        return error.reason
+
+
+def _judged(request: Request, claims: TokenClaims, *, admitted: bool, active: bool) -> BearerResult:
+    if not admitted:
         logger.info(
             "revoked bearer token",
-            extra={"user_id": claims.user_id, "active": access.active, "path": request.url.path},
+            extra={"user_id": claims.user_id, "active": active, "path": request.url.path},
         )
         return BearerResult(None, "token revoked")
     request.state.claims = claims
     return BearerResult(claims, None)
+
+
+async def authenticate(
+    request: Request, state: AppState, token: str | None, limit: RouteLimit | None = None
+) -> BearerResult:
+    """Verify the bearer token, check that its user's tokens still count, and count the route's
+    limit (per user when the token is admitted, else per IP) when `limit` is given.
+
+    Signature and expiry are not enough: the user may since have been disabled or deleted, or
+    had their tokens revoked (oms.users.access). With a gate (oms_api.gate) that check, the
+    limit and the cache read of an order GET are one Redis round trip."""
+    verified = _verify(request, state, token) if token else None
+    if not isinstance(verified, TokenClaims):
+        result = BearerResult(None, verified)
+        if limit is not None:
+            await limit.count(request)
+        return result
+    if limit is not None and state.gate is not None:
+        through_gate = await limit.through_gate(request, state, verified)
+        if through_gate is not None:
+            return through_gate
+    access = await state.access.access(verified.user_id)
+    result = _judged(
+        request, verified, admitted=access.admits(verified.generation), active=access.active
+    )
+    if limit is not None:
+        await limit.count(request)
+    return result
+
+
+async def resolve_optional_claims(
+    request: Request, state: StateDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> BearerResult:
+    """The bearer token, judged once per request: by the route's limit dependency when the
+    route has one (it runs first), else here."""
+    known: BearerResult | None = getattr(request.state, BEARER_KEY, None)
+    if known is not None:
+        return known
+    return await authenticate(request, state, token)
 
 
 async def require_claims(
@@ -118,6 +168,8 @@ def user_or_ip_key(request: Request, limiter: RateLimiter) -> str:
 class RouteLimit:
     scope: str  # the RateLimitPolicy entry
     per_user: bool
+    # The path parameter naming an order the route reads: the gate reads its cache entry too.
+    order_param: str | None = None
 
     async def count(self, request: Request) -> None:
         limiter: RateLimiter = request.app.state.oms.rate_limiter
@@ -127,22 +179,73 @@ class RouteLimit:
         key = user_or_ip_key(request, limiter) if self.per_user else ip_key(request, limiter)
         await limiter.check(item, self.scope, key, request)
 
+    async def through_gate(
+        self, request: Request, state: AppState, claims: TokenClaims
+    ) -> BearerResult | None:
+        """Revocation, limit and cache in one round trip; None when the gate cannot answer
+        (access entry not in Redis, Redis failing): the caller then takes the long way."""
+        assert state.gate is not None
+        limiter = state.rate_limiter
+        limit = None
+        if limiter.enabled:
+            item: RateLimitItem = getattr(limiter.policy, self.scope)
+            limit = (item, self.scope, f"user:{claims.user_id}", ip_key(request, limiter))
+        order_id = self._order_id(request)
+        try:
+            outcome = await state.gate.admit(
+                claims.user_id,
+                claims.generation,
+                limit,
+                state.gate.cache_key(order_id) if order_id else None,
+            )
+        except CACHE_ERRORS:
+            logger.warning("request gate unavailable; checking one store at a time", exc_info=True)
+            return None
+        if outcome is None:
+            return None
+        result = _judged(request, claims, admitted=outcome.admitted, active=outcome.active)
+        setattr(request.state, BEARER_KEY, result)
+        if order_id and outcome.admitted:
+            state.cache.count(hit=outcome.cached is not None)
+            setattr(request.state, CACHE_LOOKUP_KEY, CacheLookup(order_id, outcome.cached))
+        if limit is not None and outcome.limit is not None:
+            hit = outcome.limit
+            limiter.apply(limit[0], self.scope, request, hit.allowed, hit.reset_time, hit.remaining)
+        return result
 
-def rate_limited(scope: str, *, per_user: bool) -> Callable[..., Awaitable[None]]:
+    def _order_id(self, request: Request) -> str | None:
+        if self.order_param is None:
+            return None
+        try:
+            return str(uuid.UUID(request.path_params[self.order_param]))
+        except (KeyError, ValueError):
+            return None  # not an order id: the route answers 422 without reading anything
+
+    async def authenticate_and_count(self, request: Request) -> None:
+        state: AppState = request.app.state.oms
+        if not self.per_user:
+            await self.count(request)
+            return
+        token = await oauth2_scheme(request)
+        setattr(request.state, BEARER_KEY, await authenticate(request, state, token, self))
+
+
+def rate_limited(
+    scope: str, *, per_user: bool, order_param: str | None = None
+) -> Callable[..., Awaitable[None]]:
     """A route dependency enforcing the RateLimitPolicy entry named `scope`: per user (when the
-    bearer token is valid; per IP otherwise) on routes that require a user, else per IP."""
-    limit = RouteLimit(scope, per_user)
+    bearer token is valid; per IP otherwise) on routes that require a user, else per IP. On
+    per-user routes it also judges the bearer token (see `authenticate`)."""
+    limit = RouteLimit(scope, per_user, order_param)
 
     async def per_ip(request: Request) -> None:
         await limit.count(request)
 
-    async def per_user_or_ip(
-        request: Request, _bearer: Annotated[BearerResult, Depends(resolve_optional_claims)]
-    ) -> None:
-        await limit.count(request)
+    async def per_user_or_ip(request: Request) -> None:
+        await limit.authenticate_and_count(request)
 
     dependency = per_user_or_ip if per_user else per_ip
-    dependency.route_limit = limit  # type: ignore[union-attr]
+    dependency.route_limit = limit  # type: ignore[attr-defined]
     return dependency
 
 
@@ -155,17 +258,21 @@ async def count_unchecked_request(request: Request) -> None:
     for depends in getattr(route, "dependencies", ()):
         limit = getattr(depends.dependency, "route_limit", None)
         if isinstance(limit, RouteLimit):
-            if limit.per_user:
-                state: AppState = request.app.state.oms
-                token = await oauth2_scheme(request)
-                await resolve_optional_claims(request, state, token)
-            await limit.count(request)
+            await limit.authenticate_and_count(request)
             return
 
 
-async def get_order_service(session: SessionDep, state: StateDep) -> OrderService:
+def cache_lookup(request: Request, order_id: uuid.UUID) -> CacheLookup | None:
+    """What the gate read from the cache for this order, if it did."""
+    lookup: CacheLookup | None = getattr(request.state, CACHE_LOOKUP_KEY, None)
+    if lookup is None or lookup.order_id != str(order_id):
+        return None
+    return lookup
+
+
+async def get_order_service(state: StateDep) -> OrderService:
     return OrderService(
-        session,
+        state.session_factory,
         state.cache,
         idempotency_ttl=timedelta(hours=state.settings.IDEMPOTENCY_KEY_TTL_HOURS),
         on_outbox_write=state.outbox_wakeup.set,

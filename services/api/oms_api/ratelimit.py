@@ -94,34 +94,55 @@ class RateLimiter:
         self._strategy = MovingWindowRateLimiter(self._storage)
 
     async def check(self, item: RateLimitItem, scope: str, key: str, request: Request) -> None:
-        """Count one hit; raise 429 when over the limit. The X-RateLimit-* headers are left in
-        the request state, where the envelope middleware puts them on the answer, whatever it
-        turns out to be (also 401, 404, 422 and 500)."""
+        """Count one hit; raise 429 when over the limit (see `apply`)."""
         try:
             allowed = await self._strategy.hit(item, scope, key)
             stats = await self._strategy.get_window_stats(item, scope, key)
         except (RedisError, OSError, StorageError):
-            # Fail open: an outage of the limit store must not take the API down with it.
-            RATE_LIMIT_ERRORS.inc()
-            logger.warning("rate limit storage unavailable; request let through", exc_info=True)
+            self.failed_open()
             return
-        reset_in = max(0, math.ceil(stats.reset_time - time.time()))
-        headers = {
-            "X-RateLimit-Limit": str(item.amount),
-            "X-RateLimit-Remaining": str(stats.remaining),
-            "X-RateLimit-Reset": str(int(stats.reset_time)),
-        }
+        self.apply(item, scope, request, allowed, stats.reset_time, stats.remaining)
+
+    @staticmethod
+    def failed_open() -> None:
+        # Fail open: an outage of the limit store must not take the API down with it.
+        RATE_LIMIT_ERRORS.inc()
+        logger.warning("rate limit storage unavailable; request let through", exc_info=True)
+
+    @staticmethod
+    def apply(
+        item: RateLimitItem,
+        scope: str,
+        request: Request,
+        allowed: bool,
+        reset_time: float,
+        remaining: int,
+    ) -> None:
+        """Raise 429 when the hit was not allowed. The X-RateLimit-* headers are left in the
+        request state, where the envelope middleware puts them on the answer, whatever it
+        turns out to be (also 401, 404, 422 and 500)."""
+        reset = str(int(reset_time))
         setattr(
             request.state,
             RATE_LIMIT_HEADERS_KEY,
-            [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+            [
+                (b"x-ratelimit-limit", str(item.amount).encode()),
+                (b"x-ratelimit-remaining", str(remaining).encode()),
+                (b"x-ratelimit-reset", reset.encode()),
+            ],
         )
         if not allowed:
             RATE_LIMITED.labels(scope).inc()
+            reset_in = max(0, math.ceil(reset_time - time.time()))
             raise ProblemError(
                 429,
                 f"Rate limit of {item} exceeded for {scope}; retry in {reset_in} s.",
-                headers={**headers, "Retry-After": str(max(1, reset_in))},
+                headers={
+                    "X-RateLimit-Limit": str(item.amount),
+                    "X-RateLimit-Remaining": str(remaining),
+                    "X-RateLimit-Reset": reset,
+                    "Retry-After": str(max(1, reset_in)),
+                },
                 limit=str(item),
             )
 

@@ -20,6 +20,7 @@ def route(
     *,
     limit: str | None = None,
     per_user: bool = True,
+    order_param: str | None = None,
     problems: tuple[int, ...] = (),
     **options: Any,
 ) -> Callable[[Endpoint], Endpoint]:
@@ -28,9 +29,13 @@ def route(
     The specification writes routes both with and without the slash; clients get the same
     answer either way, never a redirect. Only `path` appears in the OpenAPI document. `limit`
     names the RateLimitPolicy entry guarding the route, counted per user or (`per_user=False`)
-    always per client IP; `problems` are the documented errors.
+    always per client IP; `order_param` names the path parameter of an order the route reads
+    from the cache (read in the same Redis round trip as the limit); `problems` are the
+    documented errors.
     """
-    dependencies = [Depends(rate_limited(limit, per_user=per_user))] if limit else []
+    dependencies = (
+        [Depends(rate_limited(limit, per_user=per_user, order_param=order_param))] if limit else []
+    )
     twin = path[:-1] if path.endswith("/") else f"{path}/"
 
     def register(endpoint: Endpoint) -> Endpoint:

@@ -17,6 +17,7 @@ from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
 from oms.settings import ApiSettings
 from oms.users.access import AccessBook
+from oms_api.gate import RequestGate
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
@@ -35,6 +36,8 @@ class AppState:
     rate_limiter: RateLimiter
     # Whether a user's tokens still count (revocation; oms.users.access).
     access: AccessBook
+    # Revocation, rate limit and order cache in one Redis round trip, when they share a server.
+    gate: RequestGate | None = None
     # Set after each committed order: wakes the outbox relay without waiting for its poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Publishes the outbox (RabbitMQ, or in-process when none is configured); None when
@@ -60,6 +63,9 @@ async def open_app_state(settings: ApiSettings) -> AsyncIterator[AppState]:
         cache=ObservedOrderCache(cache),
         rate_limiter=RateLimiter(settings),
         access=access,
+        gate=RequestGate.build(
+            redis, settings.REDIS_URL, settings.REDIS_URL_RATE_LIMIT, settings.REDIS_KEY_PREFIX
+        ),
     )
     if settings.RUN_OUTBOX_RELAY:
         state.outbox_relay = OutboxRelay.from_settings(

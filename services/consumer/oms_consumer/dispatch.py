@@ -60,6 +60,9 @@ class CeleryDispatcher:
             task_id=str(event.event_id),
             headers=trace,
             retry=True,
+            # The message's own flag overrides the worker's task_ignore_result, and send_task
+            # sets it to False unless told: nobody reads a successful task's result.
+            ignore_result=True,
         )
 
     async def dispatch(self, event: OrderCreatedEvent, trace: dict[str, str]) -> None:

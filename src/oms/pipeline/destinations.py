@@ -19,12 +19,16 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractExchange, PublishResultType
+import aiormq
+import orjson
+from aio_pika import DeliveryMode
+from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPException
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,13 +38,20 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
-from oms.messaging.contracts import EXCHANGE_NAME, ROUTING_KEY, OrderCreatedEvent
-from oms.pipeline.messages import OutboxRecord, build_message
+from oms.messaging.contracts import CONTENT_TYPE, EXCHANGE_NAME, ROUTING_KEY, OrderCreatedEvent
+from oms.pipeline.messages import OutboxRecord
 from oms.pipeline.processing import process_order
 from oms.pipeline.topology import Topology, declare_topology
-from oms.telemetry import context_from_headers, current_trace_headers, instrument_aio_pika, tracer
+from oms.telemetry import (
+    context_from_headers,
+    current_trace_headers,
+    instrument_aio_pika,
+    tracer,
+    tracing_active,
+)
 
 logger = logging.getLogger("oms.pipeline.destinations")
+PERSISTENT = int(DeliveryMode.PERSISTENT)
 _tracer = tracer("oms.pipeline.relay")
 
 
@@ -118,9 +129,15 @@ class OutboxDestination(Protocol):
 
 
 class RabbitPublisher:
-    """One long-lived connection and confirming channel; a batch is published concurrently and
-    each message counts as delivered only once the broker acked it (routed, and persisted to
-    the durable queue)."""
+    """One long-lived connection and confirming channel. A batch is written to the channel in
+    one go and the relay waits once, for all of the batch's confirms together (under one
+    timeout); each message counts as delivered only once the broker acked it (routed, and
+    persisted to the durable queue).
+
+    Publishing goes straight to aiormq's channel: aio-pika's `Exchange.publish` also waits for
+    each frame to reach the socket and builds a `Message` only to turn it into AMQP properties
+    (issue 15: 256 us of CPU per published record measured before, 192 us after; the rest is
+    pamqp's frame encoding and the confirms' bookkeeping)."""
 
     def __init__(self, url: str, timeout_seconds: float) -> None:
         instrument_aio_pika()
@@ -128,33 +145,52 @@ class RabbitPublisher:
         self._timeout = timeout_seconds
         self._connection: AbstractConnection | None = None
         self._topology: Topology | None = None
+        self._channel: aiormq.Channel | None = None
 
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
     async def connect(self) -> None:
-        if self.connected and self._topology is not None:
+        if self.connected and self._channel is not None:
             return
         await self.close()
         try:
             self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
             channel = await self._connection.channel(publisher_confirms=True)
             self._topology = await asyncio.wait_for(declare_topology(channel), self._timeout)
+            self._channel = cast(aiormq.Channel, await channel.get_underlay_channel())
         except (AMQPException, OSError, TimeoutError) as error:
             await self.close()
             raise DestinationUnavailableError(f"RabbitMQ unavailable: {error!r}") from error
 
     async def deliver(self, records: Sequence[OutboxRecord]) -> list[Delivery]:
-        """Confirmed messages are delivered; anything else (nack, return, publish error) is
-        the broker's problem, not the record's: deferred, never counted towards parking."""
-        if self._topology is None:
+        """Confirmed messages are delivered; anything else (nack, return, publish error,
+        no confirm within the timeout) is the broker's problem, not the record's: deferred,
+        never counted towards parking."""
+        if self._channel is None:
             raise DestinationUnavailableError("not connected")
-        exchange = self._topology.exchange
-        confirmations = await asyncio.gather(
-            *(self._publish(exchange, record) for record in records),
-            return_exceptions=True,
-        )
+        channel = self._channel
+        traced = tracing_active()
+        publishes = [
+            asyncio.ensure_future(
+                self._publish_traced(channel, record) if traced else _publish(channel, record)
+            )
+            for record in records
+        ]
+        # The one wait of the batch: every confirm, or the timeout for all of them.
+        try:
+            done, _late = await asyncio.wait(publishes, timeout=self._timeout)
+        finally:
+            # Unconfirmed by the deadline, or the relay itself is being cancelled.
+            for publish in publishes:
+                if not publish.done():
+                    publish.cancel()
+        unconfirmed = TimeoutError("not confirmed in time")
+        confirmations = [
+            publish.exception() or publish.result() if publish in done else unconfirmed
+            for publish in publishes
+        ]
         delivered = [isinstance(confirmation, Basic.Ack) for confirmation in confirmations]
         errors = [item for item in confirmations if isinstance(item, BaseException)]
         if errors:
@@ -171,30 +207,49 @@ class RabbitPublisher:
             )
         return [DELIVERED if ok else DEFERRED for ok in delivered]
 
-    async def _publish(
-        self, exchange: AbstractExchange, record: OutboxRecord
-    ) -> PublishResultType | None:
-        # Each event continues the trace of the request that created it, stored on its row.
+    async def _publish_traced(self, channel: aiormq.Channel, record: OutboxRecord) -> object:
+        # Each event continues the trace of the request that created it, stored on its row;
+        # our span becomes the parent downstream.
         with _tracer.start_as_current_span(
             "outbox relay",
             context=context_from_headers(record.headers),
             attributes={**RABBITMQ_SPAN_ATTRIBUTES, **_relay_span_attributes(record)},
         ):
-            message = build_message(record)
-            # Our span becomes the parent downstream (aio-pika's own publish span, when
-            # instrumented, replaces it with a child of this one).
-            message.headers.update(current_trace_headers())
-            return await exchange.publish(
-                message, ROUTING_KEY, mandatory=True, timeout=self._timeout
-            )
+            return await _publish(channel, record, current_trace_headers())
 
     async def close(self) -> None:
         connection, self._connection, self._topology = self._connection, None, None
+        self._channel = None
         if connection is not None and not connection.is_closed:
             try:
                 await connection.close()
             except (AMQPException, OSError, RuntimeError) as error:
                 logger.debug("closing a broken connection", extra={"error": repr(error)})
+
+
+async def _publish(
+    channel: aiormq.Channel,
+    record: OutboxRecord,
+    trace_headers: dict[str, str] | None = None,
+) -> object:
+    """Write one persistent message; the broker's confirm (Ack), return or error."""
+    headers: FieldTable = {**record.headers, **(trace_headers or {})}
+    properties = aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        message_id=str(record.id),
+        message_type=record.event_type,
+        timestamp=record.created_at,
+        headers=headers,
+    )
+    return await channel.basic_publish(
+        orjson.dumps(record.payload),
+        exchange=EXCHANGE_NAME,
+        routing_key=ROUTING_KEY,
+        properties=properties,
+        mandatory=True,
+        wait=False,
+    )
 
 
 class InProcessDestination:

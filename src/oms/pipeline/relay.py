@@ -82,6 +82,16 @@ def bounded_error(error: str | None, limit: int = LAST_ERROR_LENGTH) -> str:
     return error if len(error) <= limit else error[: limit - 1] + "\u2026"
 
 
+def _attempt_fields(row: OutboxEvent) -> dict[str, object]:
+    """How a failed attempt of a row is logged."""
+    return {
+        "event_id": str(row.id),
+        "order_id": str(row.aggregate_id),
+        "attempts": row.attempts,
+        "error": row.last_error,
+    }
+
+
 def claim_statement(now: datetime, limit: int) -> Select[OutboxEvent]:
     """The oldest unsent, unparked rows that are due, locked (`SKIP LOCKED` on PostgreSQL:
     concurrent relays take disjoint batches). The partial index `ix_outbox_events_unsent`
@@ -298,12 +308,7 @@ class OutboxRelay:
             row.next_attempt_at = None
             logger.error(
                 "parked an outbox event after its last processing attempt; see `oms dlq list`",
-                extra={
-                    "event_id": str(row.id),
-                    "order_id": str(row.aggregate_id),
-                    "attempts": row.attempts,
-                    "error": row.last_error,
-                },
+                extra=_attempt_fields(row),
             )
             return True
         delay = exponential_delay(row.attempts, self._retry_delay, self._max_retry_delay)
@@ -314,13 +319,7 @@ class OutboxRelay:
             self._earliest_retry = due
         logger.warning(
             "outbox event processing failed; retrying later",
-            extra={
-                "event_id": str(row.id),
-                "order_id": str(row.aggregate_id),
-                "attempts": row.attempts,
-                "retry_in": round(delay, 3),
-                "error": row.last_error,
-            },
+            extra={**_attempt_fields(row), "retry_in": round(delay, 3)},
         )
         return False
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from oms.orders.service import serialize_order
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
 from oms.telemetry import current_trace_headers
-from oms_api.deps import CurrentUser, OrderServiceDep, StateDep
+from oms_api.deps import CurrentUser, OrderServiceDep, StateDep, cache_lookup
 from oms_api.jsonbody import StrictJSONRoute
 from oms_api.metrics import ORDERS_CREATED, STATUS_TRANSITIONS
 from oms_api.problems import ProblemError
@@ -77,14 +77,22 @@ async def create_order(
     "GET",
     "/{order_id}/",
     limit="get_order",
+    order_param="order_id",
     problems=(401, 404, 422, 429),
     response_model=OrderOut,
     summary="Get one of your orders (served from the cache when possible)",
 )
 async def get_order(
-    order_id: uuid.UUID, user: CurrentUser, orders: OrderServiceDep, response: Response
+    order_id: uuid.UUID,
+    user: CurrentUser,
+    orders: OrderServiceDep,
+    request: Request,
+    response: Response,
 ) -> Response:
-    body = await orders.get_json(order_id, user)
+    lookup = cache_lookup(request, order_id)
+    body = await orders.get_json(
+        order_id, user, cached=lookup.body if lookup else None, cache_read=lookup is not None
+    )
     return _json(body, response)
 
 
