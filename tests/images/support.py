@@ -21,13 +21,6 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("api", "consumer", "worker", "operator")
-MEMBERS = {
-    "api": "oms-api",
-    "consumer": "oms-consumer",
-    "worker": "oms-worker",
-    "operator": "oms-operator",
-}
 START_TIMEOUT = 60.0
 
 
@@ -41,6 +34,9 @@ def _load_images_script() -> ModuleType:
 
 
 images_script = _load_images_script()
+SERVICES: tuple[str, ...] = images_script.SERVICES
+# Each image's workspace member (the Dockerfile's `uv sync --package oms-<service>`).
+MEMBERS = {service: f"oms-{service}" for service in SERVICES}
 
 
 def chart_values() -> dict[str, Any]:
