@@ -1,27 +1,27 @@
-# A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no kubelet)
-# built from source with Go, for tests/cluster and for trying the chart and the operator by hand.
-# Versions: deploy/controlplane/go.mod. Binaries: .tools/controlplane/, Go caches: .tools/go/.
-# See docs/kubernetes.md ("A real API server on this machine"). `make pytest T=tests/cluster`
-# runs only its tests.
+# A one-node Kubernetes cluster on this machine (scripts/cluster.py): control plane, kubelet with
+# containerd, bridge pod network, kube-proxy, CoreDNS and Traefik as the ingress controller. Built
+# from source once per version into ~/.cache/oms (OMS_CACHE_DIR), shared by every clone; state in
+# data/cluster/. See docs/kubernetes.md ("The local cluster").
 
 CLUSTER := $(RUN) python scripts/cluster.py
-TYPED_SCRIPTS += scripts/cluster.py
+TYPED_SCRIPTS += scripts/cluster.py scripts/localcluster
 
-# `cluster.py build` compiles once per go.mod versions (~10 minutes) and is a no-op afterwards;
-# the stamp only saves starting it.
-CLUSTER_TOOLS_STAMP := $(TOOLS)/controlplane/.built
-$(CLUSTER_TOOLS_STAMP): deploy/controlplane/go.mod | install
+# `cluster.py build` is a no-op when every binary of the pinned versions is in the cache; the
+# stamp only saves starting Python. It names the versions, so a bump rebuilds.
+CLUSTER_CACHE := $(or $(OMS_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/oms)
+CLUSTER_TOOLS_STAMP := $(CLUSTER_CACHE)/.built-$(shell cat deploy/node/kubernetes/go.mod deploy/node/coredns/go.mod scripts/localcluster/layout.py 2>/dev/null | cksum | cut -d' ' -f1)
+$(CLUSTER_TOOLS_STAMP): | install
 	$(CLUSTER) build
-	@touch $@
+	@mkdir -p $(dir $@) && touch $@
 TEST_TOOLS += $(CLUSTER_TOOLS_STAMP)
 
-# helm and kubectl come along for trying the chart on it; $$ defers their stamp's name, which
-# mk/deploy.mk (read after this file) defines.
+# kubectl and helm come along for using it; $$ defers their stamp's name, which mk/deploy.mk (read
+# after this file) defines.
 .SECONDEXPANSION:
 .PHONY: cluster
-cluster: install $(CLUSTER_TOOLS_STAMP) $$(DEPLOY_TOOLS_STAMP) ## start the local control plane (KUBECONFIG=data/cluster/kubeconfig)
+cluster: install $(CLUSTER_TOOLS_STAMP) $$(DEPLOY_TOOLS_STAMP) ## start the one-node cluster (KUBECONFIG=data/cluster/kubeconfig)
 	$(CLUSTER) up
 
 .PHONY: cluster-down
-cluster-down: install ## stop the local control plane and delete its state (data/cluster/)
+cluster-down: install ## stop the cluster and remove its state, network and iptables chains
 	$(CLUSTER) down
