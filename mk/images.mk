@@ -1,7 +1,9 @@
 # Container images: one multi-target Dockerfile at the repository root (targets api, consumer,
 # worker, operator; <service>-dev for Tilt), built by scripts/images.py, which starts a Docker
 # engine when none answers (root on Debian/Ubuntu: installs docker.io if missing) and builds a
-# local Debian bookworm base when $(PYTHON_IMAGE) cannot be pulled. See docs/kubernetes.md.
+# local Debian bookworm base when $(PYTHON_IMAGE) cannot be pulled. Also the development-only
+# backing services of deploy/dev (PostgreSQL, Redis, RabbitMQ from Debian packages, as
+# oms-dev-<name>:bookworm) for Tilt and the end-to-end tests. See docs/kubernetes.md.
 #
 # The defaults give the names the chart's default values use: ghcr.io/oms-project/oms-<service>
 # at the project's version (the chart's appVersion). For a cluster fed by `kind load` or Tilt:
@@ -15,9 +17,10 @@ IMAGE_CA_FILE ?= $(SSL_CERT_FILE)
 IMAGES := $(RUN) python scripts/images.py
 
 .PHONY: images
-images: install ## build the four images (starts a Docker engine and makes the base if needed)
+images: install ## build the four images, and dev PostgreSQL/Redis/RabbitMQ (starts a Docker engine if needed)
 	$(IMAGES) build --registry "$(IMAGE_REGISTRY)" --tag "$(IMAGE_TAG)" --base "$(PYTHON_IMAGE)" \
 		$(if $(IMAGE_CA_FILE),--ca-file "$(IMAGE_CA_FILE)")
+	$(IMAGES) backing
 
 # Type-checked by `make typecheck`.
 TYPED_SCRIPTS += scripts/images.py

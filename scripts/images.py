@@ -5,6 +5,7 @@
     python scripts/images.py engine     # make sure an engine answers (starts one if it can)
     python scripts/images.py base       # print the base image to build on (builds it if needed)
     python scripts/images.py build      # engine + base + the four images (`make images`)
+    python scripts/images.py backing    # PostgreSQL, Redis, RabbitMQ for dev clusters (deploy/dev)
     python scripts/images.py sizes      # the images' sizes in MB
 
 No registry needs to be reachable. With no engine answering, and when running as root on Debian or
@@ -43,6 +44,12 @@ DOCKER_STATE = Path(os.environ.get("OMS_DOCKER_DIR", TOOLS / "docker")).resolve(
 # Service name -> Dockerfile target (also the image name's suffix), in the Dockerfile's order: the
 # classic builder builds every stage before the target, so building in this order reuses them.
 SERVICES = ("api", "consumer", "worker", "operator")
+# Development-only PostgreSQL, Redis and RabbitMQ (deploy/dev/Dockerfile, from Debian packages) for
+# the backing services of deploy/dev/backing-services.yaml: Tilt and the end-to-end tests.
+BACKING_SERVICES = ("postgresql", "redis", "rabbitmq")
+BACKING_CONTEXT = REPO / "deploy" / "dev"
+BACKING_TAG = "bookworm"
+BACKING_BASE = "debian:bookworm-slim"
 DEFAULT_BASE = "python:3.11-slim"
 LOCAL_BASE = "oms-python:3.11-bookworm"
 ENGINE_TIMEOUT = 60.0
@@ -328,6 +335,29 @@ def build(
     return timings
 
 
+def backing_image_name(service: str) -> str:
+    return f"oms-dev-{service}:{BACKING_TAG}"
+
+
+def build_backing(base: str) -> dict[str, float]:
+    """The development backing services' images (quiet unless a build fails)."""
+    env = dict(os.environ)
+    if not has_buildx():
+        env["DOCKER_BUILDKIT"] = "0"
+    timings: dict[str, float] = {}
+    for service in BACKING_SERVICES:
+        started = time.monotonic()
+        argv = ["docker", "build", "--quiet", "--network", "host", "--target", service]
+        argv += ["--build-arg", f"BASE_IMAGE={base}", "--tag", backing_image_name(service)]
+        result = subprocess.run(
+            [*argv, str(BACKING_CONTEXT)], env=env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise ImagesError(f"building {backing_image_name(service)}:\n{result.stderr[-3000:]}")
+        timings[service] = time.monotonic() - started
+    return timings
+
+
 def _project_version(context: Path) -> str:
     return str(tomllib.loads((context / "pyproject.toml").read_text())["project"]["version"])
 
@@ -349,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["engine", "base", "build", "sizes"])
+    parser.add_argument("command", choices=["engine", "base", "build", "backing", "sizes"])
     parser.add_argument("--base", default=os.environ.get("PYTHON_IMAGE", DEFAULT_BASE))
     parser.add_argument("--registry", default="")
     parser.add_argument("--tag", default="dev")
@@ -369,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ensure_engine()
         if args.command == "engine":
+            return 0
+        if args.command == "backing":
+            for service, seconds in build_backing(ensure_base(BACKING_BASE)).items():
+                print(f"{backing_image_name(service)}\tbuilt in {seconds:.0f}s")
             return 0
         base = ensure_base(args.base)
         if args.command == "base":
