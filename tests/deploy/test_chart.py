@@ -91,8 +91,10 @@ def test_default_images_follow_the_project_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == version
     images = {c["image"] for doc in workloads(render()) for c in containers(doc)}
-    assert images == {f"ghcr.io/oms-project/oms-api:{version}"} | {
-        f"ghcr.io/oms-project/oms-{name}:{version}" for name in ("consumer", "worker")
+    # The operator too: it is on by default (it makes the API's signing keys).
+    assert images == {
+        f"ghcr.io/oms-project/oms-{name}:{version}"
+        for name in ("api", "consumer", "worker", "operator")
     }
 
 
@@ -127,10 +129,15 @@ def test_long_running_containers_probe_their_health_endpoints(values: Path | Non
 
 
 def test_probe_servers_listen_on_all_interfaces() -> None:
-    """The settings default HOST is 127.0.0.1, which the kubelet cannot reach."""
+    """The settings default HOST is 127.0.0.1, which the kubelet cannot reach. (The operator's
+    liveness and metrics servers default to 0.0.0.0: the chart leaves their hosts alone.)"""
     for doc in find(render(), "Deployment"):
         (container,) = containers(doc)
-        assert env_names(container)["HOST"]["value"] == "0.0.0.0"
+        names = env_names(container)
+        if doc["metadata"]["name"] == "oms-operator":
+            assert not {"OPERATOR_LIVENESS_HOST", "OPERATOR_METRICS_HOST"} & set(names)
+        else:
+            assert names["HOST"]["value"] == "0.0.0.0"
 
 
 def test_migration_hook_runs_before_the_release_under_its_own_account() -> None:
