@@ -384,6 +384,7 @@ def status_document() -> dict[str, Any]:
         "built": all(tool.built for tool in tools),
         "kubeconfig": str(paths.kubeconfig),
         "state_dir": str(paths.root),
+        "containerd_socket": str(paths.containerd_socket),
         "cache_dir": str(layout.cache_root()),
         "server": pki.server_url(),
         "node": layout.NODE_NAME,

@@ -1,5 +1,6 @@
-"""One local control plane per test session (scripts/cluster.py): started here unless it already
-runs (`make cluster`), and stopped at the end only if this session started it."""
+"""One local cluster per test session (scripts/cluster.py, a real one-node Kubernetes): started
+here unless it already runs (`make cluster`), and stopped at the end only if this session started
+it. tests/images and tests/e2e/node use the same one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests import infra
 from tests.cluster.support import (
     CHART,
     CRD_FILE,
+    PODS_NEVER_RUN,
     Kube,
     OperatorProcess,
     cluster_script,
@@ -37,8 +39,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[dict[str, Any]]:
     status = cluster_status()
-    if not (Path(status["bin_dir"]) / "kube-apiserver").is_file():
-        pytest.fail("the control plane is not built: `make cluster` builds it (once, ~10 minutes)")
+    if not status["built"]:
+        pytest.fail("the cluster's tools are not built: `make cluster` builds them (once)")
     started_here = not status["running"]
     if started_here:
         cluster_script("up")
@@ -126,7 +128,7 @@ async def release(
     kube.create_secret(namespace, "oms-rabbitmq", {"RABBITMQ_URL": url})
     kube.create_secret(namespace, "oms-database", {"POSTGRES_PASSWORD": "not-for-the-operator"})
     kube.helm(
-        "install", "oms", str(CHART), "-n", namespace, "--no-hooks",
+        "install", "oms", str(CHART), "-n", namespace, "--no-hooks", *PODS_NEVER_RUN,
         "--set", "operator.enabled=true", "--set", "orderSystem.enabled=true",
         "--set", "tests.enabled=false", "--set-json", f"orderSystem.spec={json.dumps(TEST_SPEC)}",
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""kubectl and helm against the local control plane of scripts/cluster.py (no kubelet)."""
+"""kubectl and helm against the local cluster of scripts/cluster.py."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ HELM = os.environ.get("HELM_BIN") or str(REPO / ".tools" / "bin" / "helm")
 KUBECTL = os.environ.get("KUBECTL_BIN") or str(REPO / ".tools" / "bin" / "kubectl")
 
 T = TypeVar("T")
+
+# These tests check the API server's side of the chart (admission, RBAC, the operator as a host
+# process); their pods must not start on the node: images that are never pulled keep them waiting
+# (ErrImageNeverPull), so no crash loops compete for the CPU and no second operator runs.
+PODS_NEVER_RUN = ("--set", "image.registry=never-run.invalid", "--set", "image.pullPolicy=Never")
 
 
 def cluster_script(*args: str) -> str:

@@ -1,5 +1,6 @@
-"""The chart and k8s/ applied to a real API server: install, upgrade, uninstall; every object
-accepted (Pod Security `restricted` included: the controllers create the pods) and then gone."""
+"""The chart applied to the real API server: install, upgrade, uninstall; every object accepted
+(Pod Security `restricted` included: the controllers create the pods) and then gone. The pods are
+kept from running (PODS_NEVER_RUN); tests/e2e/node runs the chart and k8s/ for real."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.support import CHART, REPO, Kube, wait_until
+from tests.cluster.support import CHART, PODS_NEVER_RUN, Kube, wait_until
 
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 RELEASE = "oms"
@@ -66,7 +67,7 @@ def all_pods_created(kube: Kube, namespace: str) -> dict[str, int] | None:
         if int(deployment["status"].get("replicas") or 0) != deployment["spec"]["replicas"]:
             return None
     pods = kube.json("-n", namespace, "get", "pods")["items"]
-    assert all(pod["status"]["phase"] == "Pending" for pod in pods)  # no kubelet
+    assert all(pod["status"]["phase"] == "Pending" for pod in pods)  # PODS_NEVER_RUN
     return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments}
 
 
@@ -80,7 +81,7 @@ def test_helm_install_upgrade_uninstall(
     kube: Kube, namespace: str, crd: dict[str, Any], prometheus_crds: list[str]
 ) -> None:
     restricted(kube, namespace)
-    common = ["-n", namespace, "--no-hooks", "-f", str(FULL_VALUES)]
+    common = ["-n", namespace, "--no-hooks", "-f", str(FULL_VALUES), *PODS_NEVER_RUN]
     kube.helm("install", RELEASE, str(CHART), *common)
     installed = documents(kube.helm("get", "manifest", RELEASE, "-n", namespace).stdout)
     kinds = {doc["kind"] for doc in installed}
@@ -88,14 +89,14 @@ def test_helm_install_upgrade_uninstall(
     assert {"ServiceMonitor", "PrometheusRule", "OrderSystem", "Ingress", "NetworkPolicy"} <= kinds
     assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Role", "RoleBinding"} <= kinds
     assert missing(kube, installed, namespace) == []
-    # Without a kubelet pods stay Pending, but the ReplicaSets could create them all:
+    # The pods never run here (PODS_NEVER_RUN), but the ReplicaSets could create them all:
     # admission (Pod Security `restricted`, service accounts) accepted every pod template.
     created = wait_until(lambda: all_pods_created(kube, namespace), timeout=60)
     assert set(created) >= {"oms-api", "oms-consumer", "oms-worker", "oms-operator"}
     no_failed_creates(kube, namespace)
 
-    # The hooks (migration Job and its ServiceAccount, the test pod) cannot run here: the server
-    # accepts them on a dry run.
+    # The hooks (migration Job and its ServiceAccount, the test pod) run in tests/e2e/node; here
+    # the server accepts them on a dry run.
     hooks = documents(kube.helm("get", "hooks", RELEASE, "-n", namespace).stdout)
     assert {"Job", "ServiceAccount"} <= {doc["kind"] for doc in hooks}
     kube.apply(hooks, "-n", namespace, "--dry-run=server")
@@ -139,34 +140,3 @@ def test_helm_install_upgrade_uninstall(
     )
     # Helm keeps CRDs (crds/ is never deleted).
     assert kube.get("crd", "ordersystems.oms.dev") is not None
-
-
-def test_kubectl_apply_k8s_manifests(
-    kube: Kube, crd: dict[str, Any], prometheus_crds: list[str]
-) -> None:
-    rendered = documents(kube.run("kustomize", str(REPO / "k8s")).stdout)
-    assert kube.get("namespace", "oms") is None, "namespace oms exists: not a fresh cluster"
-    kube.run("apply", "--server-side", "-k", str(REPO / "k8s" / "crds"))
-    kube.run("wait", "--for=condition=Established", "crd/ordersystems.oms.dev")
-    kube.run("apply", "--server-side", "-k", str(REPO / "k8s"))
-    assert missing(kube, rendered, None) == []
-    namespace = kube.json("get", "namespace", "oms")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    created = wait_until(lambda: all_pods_created(kube, "oms"), timeout=60)
-    assert "oms-operator" in created
-    no_failed_creates(kube, "oms")
-    # The migration Job's pod passes admission too (the Job controller created it).
-    jobs = kube.json("-n", "oms", "get", "jobs")["items"]
-    assert jobs
-    wait_until(
-        lambda: len(kube.json("-n", "oms", "get", "pods", "-l", "job-name")["items"]) >= 1,
-        timeout=30,
-    )
-    # A second apply changes nothing and conflicts with nothing.
-    kube.run("apply", "--server-side", "-k", str(REPO / "k8s"))
-
-    # Remove everything but the CRD (shared with the other tests).
-    removable = [doc for doc in rendered if doc["kind"] != "CustomResourceDefinition"]
-    kube.run("delete", "-f", "-", "--wait=false", stdin=yaml.safe_dump_all(removable))
-    wait_until(lambda: kube.get("namespace", "oms") is None, timeout=120)
-    assert present(kube, removable, None) == []

@@ -1,5 +1,5 @@
-"""deploy/controlplane/go.mod is consistent: every staging module replaced at the matching release,
-and the Kubernetes minor the pinned kubectl speaks."""
+"""The node's pinned builds: deploy/node/kubernetes/go.mod replaces every staging module at
+the matching release and follows the pinned kubectl's minor; the built binaries report theirs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.support import REPO
+import pytest
 
-GO_MOD = REPO / "deploy" / "controlplane" / "go.mod"
+from tests.cluster.support import REPO, Kube
+
+GO_MOD = REPO / "deploy" / "node" / "kubernetes" / "go.mod"
 
 
 def kubernetes_version() -> str:
@@ -22,18 +24,18 @@ def kubernetes_version() -> str:
     return match.group(1)
 
 
-def upstream_go_mod(version: str) -> Path:
+def upstream_go_mod(version: str, cache_dir: str) -> Path:
     """k8s.io/kubernetes's own go.mod, from the build's module cache (fetched if it is gone)."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
     env = {
         **os.environ,
-        "GOMODCACHE": str(REPO / ".tools" / "go" / "mod"),
+        "GOMODCACHE": str(Path(cache_dir) / "go" / "mod"),
         "GOFLAGS": "-modcacherw",
     }
     downloaded = subprocess.run(
         [go, "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
         env=env,
-        cwd=REPO / "deploy" / "controlplane",
+        cwd=GO_MOD.parent,
         capture_output=True,
         text=True,
         check=True,
@@ -44,9 +46,11 @@ def upstream_go_mod(version: str) -> Path:
 
 def test_every_staging_module_is_replaced_by_its_release(control_plane: dict[str, Any]) -> None:
     version = kubernetes_version()
-    assert control_plane["versions"]["kubernetes"] == version
+    assert control_plane["versions"]["kubernetes"].startswith(f"{version}-etcd-")
     staging = re.findall(
-        r"^\s+(k8s\.io/\S+) v0\.0\.0$", upstream_go_mod(version).read_text(), re.MULTILINE
+        r"^\s+(k8s\.io/\S+) v0\.0\.0$",
+        upstream_go_mod(version, control_plane["cache_dir"]).read_text(),
+        re.MULTILINE,
     )
     assert len(staging) > 20
     release = "v0." + version.removeprefix("v1.")
@@ -63,8 +67,17 @@ def test_the_kubernetes_minor_is_the_pinned_kubectls() -> None:
     assert kubernetes_version().split(".")[1] == match.group(1)
 
 
-def test_the_built_server_reports_its_version(control_plane: dict[str, Any]) -> None:
-    binary = Path(control_plane["bin_dir"]) / "kube-apiserver"
-    assert binary.is_file()
+@pytest.mark.parametrize("component", ["kube-apiserver", "kubelet", "kube-proxy", "kube-scheduler"])
+def test_the_built_binaries_report_their_version(
+    control_plane: dict[str, Any], component: str
+) -> None:
+    binary = Path(control_plane["binaries"][component])
     output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == f"Kubernetes {kubernetes_version()}"
+
+
+def test_the_node_reports_the_built_version(control_plane: dict[str, Any]) -> None:
+    kube = Kube(Path(control_plane["kubeconfig"]))
+    node = kube.json("get", "node", control_plane["node"])
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == kubernetes_version()
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.6")

@@ -1,0 +1,315 @@
+"""The chart installed on the one-node cluster of `make cluster`, and a client in front of it.
+
+A release here is what the README's install commands make: a namespace enforcing the `restricted`
+Pod Security Standard, deploy/dev/backing-services.yaml in it (PostgreSQL, Redis and RabbitMQ
+pods), and `helm install` of charts/oms with charts/oms/ci/local-values.yaml: hooks, the operator
+and an OrderSystem, Traefik in front. Each release gets an ingress host of its own, so several
+can exist at once; the tests reach the in-cluster PostgreSQL and RabbitMQ at their Service
+addresses, which the node routes to from the host (the cluster's own bridge, nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import yaml
+from tests.cluster.support import CHART, REPO, Kube
+
+from oms.settings import Settings
+
+LOCAL_VALUES = CHART / "ci" / "local-values.yaml"
+BACKING_SERVICES = REPO / "deploy" / "dev" / "backing-services.yaml"
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+# High enough that a test's own traffic never meets them (tests/api checks the limits themselves).
+UNLIMITED = [
+    f"config.rateLimit.{route}=100000/minute"
+    for route in ("createOrder", "getOrder", "updateOrder", "listOrders", "token", "register")
+]
+COMPONENTS = ("api", "consumer", "worker", "operator")
+
+
+def dev_credentials() -> dict[str, str]:
+    """The fixed development credentials the backing-services manifest ships."""
+    for document in yaml.safe_load_all(BACKING_SERVICES.read_text()):
+        if document and document["kind"] == "Secret":
+            return dict(document["stringData"])
+    raise AssertionError(f"no Secret in {BACKING_SERVICES}")
+
+
+@dataclass
+class Release:
+    kube: Kube
+    namespace: str
+    host: str
+    ingress_url: str
+    name: str = "oms"
+    installed_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # --- Kubernetes views ---------------------------------------------------------------------
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return self.kube.run("-n", self.namespace, *args, check=check).stdout
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = self.kube.helm(*args, "-n", self.namespace, check=check)
+        return subprocess.CompletedProcess(args, result.returncode, result.stdout, result.stderr)
+
+    def deployment(self, component: str) -> str:
+        return f"{self.name}-{component}"
+
+    def selector(self, component: str) -> str:
+        return f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component={component}"
+
+    def pods(self, component: str) -> list[dict[str, Any]]:
+        listed = json.loads(
+            self.kubectl("get", "pods", "-l", self.selector(component), "-o", "json")
+        )
+        return [pod for pod in listed["items"] if not pod["metadata"].get("deletionTimestamp")]
+
+    def running_pods(self, component: str) -> list[str]:
+        """Names of the component's pods that run with every container ready."""
+        names = []
+        for pod in self.pods(component):
+            statuses = pod["status"].get("containerStatuses") or []
+            if (
+                pod["status"].get("phase") == "Running"
+                and statuses
+                and all(status.get("ready") for status in statuses)
+            ):
+                names.append(pod["metadata"]["name"])
+        return sorted(names)
+
+    def replicas(self, component: str) -> int:
+        scale = json.loads(
+            self.kubectl(
+                "get", "deployment", self.deployment(component), "--subresource=scale", "-o", "json"
+            )
+        )
+        return int(scale["spec"].get("replicas") or 0)
+
+    def wait_available(self, timeout: float = 180) -> None:
+        self.kubectl(
+            "wait", "--for=condition=Available", "deployment", "--all", f"--timeout={timeout:.0f}s"
+        )
+
+    def service_ip(self, service: str) -> str:
+        return self.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}").strip()
+
+    def logs(self, component: str) -> str:
+        """The logs of every current pod of a component (previous containers' too)."""
+        text = []
+        for pod in self.pods(component):
+            name = pod["metadata"]["name"]
+            text.append(self.kubectl("logs", name, "--tail=-1", check=False))
+            text.append(self.kubectl("logs", name, "--previous", "--tail=-1", check=False))
+        return "\n".join(text)
+
+    def ordersystem(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(
+            self.kubectl("get", "ordersystem", self.name, "-o", "json")
+        )
+        return document
+
+    def secret(self, name: str) -> dict[str, str]:
+        import base64
+
+        data = json.loads(self.kubectl("get", "secret", name, "-o", "json")).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    # --- the backing services -----------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        """Settings that reach this release's PostgreSQL (for the tests' own queries)."""
+        return Settings(
+            _env_file=None,
+            POSTGRES_HOST=self.service_ip("postgresql"),
+            POSTGRES_PORT=5432,
+            POSTGRES_USER="oms",
+            POSTGRES_PASSWORD=dev_credentials()["POSTGRES_PASSWORD"],
+            POSTGRES_DB="order_db",
+        )
+
+    def amqp_url(self) -> str:
+        password = dev_credentials()["POSTGRES_PASSWORD"]
+        return f"amqp://oms:{password}@{self.service_ip('rabbitmq')}:5672/"
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Ready + unacknowledged messages per queue, from the management API."""
+        password = dev_credentials()["POSTGRES_PASSWORD"]
+        url = f"http://{self.service_ip('rabbitmq')}:15672/api/queues"
+        async with httpx.AsyncClient(auth=("oms", password), timeout=10) as http:
+            answer = await http.get(url)
+        answer.raise_for_status()
+        return {queue["name"]: int(queue.get("messages", 0)) for queue in answer.json()}
+
+    # --- the API, through the ingress ---------------------------------------------------------
+
+    def client(self, timeout: float = 30) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.ingress_url, headers={"Host": self.host}, timeout=timeout
+        )
+
+
+def create_namespace(kube: Kube, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kube.run("create", "namespace", name)
+    kube.run("label", "namespace", name, RESTRICTED)
+    return name
+
+
+def install(
+    kube: Kube,
+    node: dict[str, Any],
+    prefix: str,
+    *,
+    sets: Sequence[str] = (),
+    set_json: Sequence[str] = (),
+) -> Release:
+    """A namespace, its backing services, and the chart installed the way the README says."""
+    started = time.monotonic()
+    namespace = create_namespace(kube, prefix)
+    release = Release(kube, namespace, f"{namespace}.localhost", node["ingress_url"])
+    release.kubectl("apply", "-f", str(BACKING_SERVICES))
+    release.wait_available()
+    release.timings["backing services"] = time.monotonic() - started
+    hosts = [{"host": release.host, "paths": [{"path": "/", "pathType": "Prefix"}]}]
+    argv = ["install", release.name, str(CHART), "--values", str(LOCAL_VALUES)]
+    argv += ["--set-json", f"ingress.hosts={json.dumps(hosts)}"]
+    for assignment in [*UNLIMITED, *sets]:
+        argv += ["--set", assignment]
+    for assignment in set_json:
+        argv += ["--set-json", assignment]
+    helm_started = time.monotonic()
+    release.helm(*argv, "--wait", "--timeout", "5m")
+    release.timings["helm install --wait"] = time.monotonic() - helm_started
+    release.installed_seconds = time.monotonic() - started
+    return release
+
+
+def remove(release: Release) -> None:
+    release.kube.run("delete", "namespace", release.namespace, "--wait=false", check=False)
+
+
+# --- a client's view ----------------------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    user_id: int
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def sign_up(http: httpx.AsyncClient) -> Account:
+    email = f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+    password = "secret123"
+    registered = await http.post("/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+    return Account(email, password, registered.json()["id"], await log_in(http, email, password))
+
+
+async def log_in(http: httpx.AsyncClient, email: str, password: str) -> str:
+    answer = await http.post("/token", data={"username": email, "password": password})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+ORDER = {"items": [{"name": "book", "quantity": 2}], "total_price": "39.80"}
+
+
+async def create_order(http: httpx.AsyncClient, account: Account) -> str:
+    created = await http.post("/orders/", json=ORDER, headers=account.headers)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def create_orders(http: httpx.AsyncClient, account: Account, count: int) -> list[str]:
+    limit = asyncio.Semaphore(8)
+
+    async def one() -> str:
+        async with limit:
+            return await create_order(http, account)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+PROCESSED_LINE = re.compile(r'"msg": "order processed", "order_id": "([0-9a-f-]{36})"')
+
+
+def processed_in_logs(log: str) -> set[str]:
+    """Order ids a worker's JSON log says it processed."""
+    return set(PROCESSED_LINE.findall(log))
+
+
+@dataclass
+class Load:
+    """A steady client: a few concurrent loops, each creating an order and reading it back,
+    counting every answer that is not the expected one as a failure."""
+
+    created: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+@contextlib.asynccontextmanager
+async def steady_load(
+    release: Release, account: Account, *, clients: int = 4, pause: float = 0.05
+) -> AsyncIterator[Load]:
+    load = Load()
+    stop = asyncio.Event()
+
+    async def loop(http: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            try:
+                created = await http.post("/orders/", json=ORDER, headers=account.headers)
+                load.requests += 1
+                if created.status_code != 201:
+                    load.failures.append(f"POST {created.status_code} {created.text[:200]}")
+                    continue
+                order_id = created.json()["id"]
+                load.created.append(order_id)
+                read = await http.get(f"/orders/{order_id}/", headers=account.headers)
+                load.requests += 1
+                if read.status_code != 200:
+                    load.failures.append(f"GET {read.status_code} {read.text[:200]}")
+            except httpx.HTTPError as error:
+                load.failures.append(f"{type(error).__name__}: {error}")
+            await asyncio.sleep(pause)
+
+    async with release.client() as http:
+        tasks = [asyncio.create_task(loop(http)) for _ in range(clients)]
+        try:
+            yield load
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def wait_for_pods(
+    release: Release, component: str, predicate: Callable[[int], bool], timeout: float
+) -> list[str]:
+    """Poll the component's running, ready pods until their number satisfies `predicate`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = release.running_pods(component)
+        if predicate(len(names)):
+            return names
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{component} pods after {timeout:.0f}s: {names}")
+        time.sleep(1)
