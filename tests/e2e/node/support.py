@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import yaml
-from tests.cluster.support import CHART, REPO, Kube
+from tests.cluster.support import CHART, REPO, Kube, wait_until
 
 from oms.settings import Settings
 
@@ -193,8 +193,26 @@ def install(
     helm_started = time.monotonic()
     release.helm(*argv, "--wait", "--timeout", "5m")
     release.timings["helm install --wait"] = time.monotonic() - helm_started
+    routed_started = time.monotonic()
+    wait_until_routed(release)
+    release.timings["ingress routes"] = time.monotonic() - routed_started
     release.installed_seconds = time.monotonic() - started
     return release
+
+
+def wait_until_routed(release: Release, timeout: float = 60) -> None:
+    """Traefik picks up a new Ingress a moment after it exists; until then it answers 404."""
+
+    def routed() -> bool:
+        try:
+            answer = httpx.get(
+                f"{release.ingress_url}/health", headers={"Host": release.host}, timeout=5
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    wait_until(routed, timeout=timeout, interval=0.2)
 
 
 def remove(release: Release) -> None:

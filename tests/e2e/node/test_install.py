@@ -5,7 +5,6 @@ start is refused before anything is created, saying what to set."""
 from __future__ import annotations
 
 import sqlalchemy
-
 from tests.cluster.support import CHART, Kube
 from tests.e2e.node.support import (
     COMPONENTS,
@@ -60,7 +59,8 @@ def test_a_release_without_a_key_source_is_refused_saying_what_to_set(kube: Kube
             check=False,
         )  # fmt: skip
         assert result.returncode != 0
-        assert "jwt.existingSecret" in result.stderr and "orderSystem.enabled=true" in result.stderr
+        assert "jwt.existingSecret" in result.stderr
+        assert "orderSystem.enabled=true" in result.stderr
         # Refused before anything was made.
         assert kube.helm("list", "-n", namespace, "-q").stdout.strip() == ""
         leftovers = kube.run("-n", namespace, "get", "all,configmaps,secrets", "-o", "name")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from tests.cluster.support import Kube, wait_until
 from tests.e2e.node.support import create_namespace
 
