@@ -180,6 +180,17 @@ def install(
     started = time.monotonic()
     namespace = create_namespace(kube, prefix)
     release = Release(kube, namespace, f"{namespace}.localhost", node["ingress_url"])
+    try:
+        _install_into(release, sets, set_json)
+    except BaseException:
+        remove(release)  # a failed set-up leaves nothing running behind
+        raise
+    release.installed_seconds = time.monotonic() - started
+    return release
+
+
+def _install_into(release: Release, sets: Sequence[str], set_json: Sequence[str]) -> None:
+    started = time.monotonic()
     release.kubectl("apply", "-f", str(BACKING_SERVICES))
     release.wait_available()
     release.timings["backing services"] = time.monotonic() - started
@@ -196,8 +207,6 @@ def install(
     routed_started = time.monotonic()
     wait_until_routed(release)
     release.timings["ingress routes"] = time.monotonic() - routed_started
-    release.installed_seconds = time.monotonic() - started
-    return release
 
 
 def wait_until_routed(release: Release, timeout: float = 60) -> None:
