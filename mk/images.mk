@@ -15,6 +15,8 @@ PYTHON_IMAGE ?= python:3.11-slim
 # image lacks go into the build. Off when empty; follows the host's SSL_CERT_FILE when that is set.
 IMAGE_CA_FILE ?= $(SSL_CERT_FILE)
 IMAGES := $(RUN) python scripts/images.py
+SERVICE_IMAGES := $(foreach s,api consumer worker operator,$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)oms-$(s):$(IMAGE_TAG))
+BACKING_IMAGES := $(foreach s,postgresql redis rabbitmq,oms-dev-$(s):bookworm)
 
 .PHONY: images
 images: install ## build the four images, and dev PostgreSQL/Redis/RabbitMQ (starts a Docker engine if needed)

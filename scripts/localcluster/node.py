@@ -277,7 +277,8 @@ def up() -> dict[str, Any]:
     state["startup_seconds"] = round(elapsed, 1)
     save_state(paths, state)
     log(f"node {layout.NODE_NAME} Ready, DNS and ingress up in {elapsed:.1f} s")
-    log(f"export KUBECONFIG={paths.kubeconfig}")
+    log("to use it (the pinned kubectl and helm first on PATH):")
+    log(f"  export KUBECONFIG={paths.kubeconfig} PATH={layout.REPO / '.tools' / 'bin'}:$PATH")
     log(f"ingress: http://127.0.0.1:{layout.PORTS.ingress}/ (IngressClass {layout.INGRESS_CLASS})")
     return status_document()
 

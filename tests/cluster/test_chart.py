@@ -129,7 +129,7 @@ def test_helm_install_upgrade_uninstall(
     assert config["data"]["LOG_LEVEL"] == "DEBUG"
 
     # The Deployment controller rolls out a new ReplicaSet for the new template, whose pods pass
-    # admission too (the rollout itself stalls: without a kubelet no pod ever becomes ready).
+    # admission too (the rollout itself stalls: these pods are never pulled, so none becomes ready).
     def new_pods() -> int:
         selector = "app.kubernetes.io/component=consumer"
         sets = kube.json("-n", namespace, "get", "rs", "-l", selector)["items"]

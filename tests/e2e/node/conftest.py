@@ -1,9 +1,16 @@
 """The end-to-end suite on the one-node cluster (marker `node`): the node of `make cluster`
 (started for the session unless it runs), the images `make images` builds loaded into it, and
-one release of the chart per test module (tests/e2e/node/support.py: `install`)."""
+one release of the chart per test module (tests/e2e/node/support.py: `install`).
+
+Another cluster instead (kind, k3s, a cloud one): OMS_E2E_KUBECONFIG names its kubeconfig,
+OMS_E2E_INGRESS_URL and OMS_E2E_INGRESS_CLASS its ingress controller, and OMS_E2E_LOAD_IMAGES a
+command that puts one image into it (e.g. `kind load docker-image`; unset: the images must be
+pullable there). See docs/kubernetes.md ("Running the suite on another cluster")."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -14,7 +21,7 @@ from typing import Any
 import pytest
 
 # The session's cluster (tests/cluster) and image build (tests/images): one of each per session.
-from tests.cluster.conftest import control_plane  # noqa: F401
+from tests.cluster.conftest import control_plane  # noqa: F401 (requested by `node`)
 from tests.cluster.support import CLUSTER_SCRIPT, REPO, Kube
 from tests.e2e.node.support import Release, install, remove
 from tests.images.conftest import BuiltImages, built  # noqa: F401
@@ -39,13 +46,32 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
+def external_cluster() -> dict[str, Any] | None:
+    """The cluster OMS_E2E_KUBECONFIG names, described as `scripts/cluster.py status` does ours."""
+    kubeconfig = os.environ.get("OMS_E2E_KUBECONFIG")
+    if not kubeconfig:
+        return None
+    kube = Kube(Path(kubeconfig))
+    first = kube.json("get", "nodes")["items"][0]
+    addresses = {a["type"]: a["address"] for a in first["status"]["addresses"]}
+    return {
+        "external": True,
+        "kubeconfig": kubeconfig,
+        "node": first["metadata"]["name"],
+        "node_ip": addresses.get("InternalIP"),
+        "ingress_url": os.environ.get("OMS_E2E_INGRESS_URL", "http://127.0.0.1"),
+        "ingress_class": os.environ.get("OMS_E2E_INGRESS_CLASS", ""),
+    }
+
+
 @pytest.fixture(scope="session")
-def node(control_plane: dict[str, Any]) -> dict[str, Any]:  # noqa: F811
-    """The running node; the suite needs it Ready (a restarted API server, e.g. by tests/cluster,
-    leaves it NotReady for a while)."""
-    kube = Kube(Path(control_plane["kubeconfig"]))
-    kube.run("wait", "--for=condition=Ready", f"node/{control_plane['node']}", "--timeout=180s")
-    return control_plane
+def node(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The cluster, Ready (a restarted API server, e.g. by tests/cluster, leaves the node
+    NotReady for a while): ours (`make cluster`), or the one OMS_E2E_KUBECONFIG names."""
+    cluster = external_cluster() or request.getfixturevalue("control_plane")
+    kube = Kube(Path(cluster["kubeconfig"]))
+    kube.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=180s")
+    return dict(cluster)
 
 
 @pytest.fixture(scope="session")
@@ -60,14 +86,14 @@ def node_images(node: dict[str, Any], built: BuiltImages) -> list[str]:  # noqa:
     backing = images_script.build_backing(images_script.ensure_base(images_script.BACKING_BASE))
     names = [*built.names.values()]
     names += [images_script.backing_image_name(service) for service in backing]
-    loaded = subprocess.run(
-        [sys.executable, str(CLUSTER_SCRIPT), "load", *names],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    assert loaded.returncode == 0, loaded.stderr
+    if node.get("external"):
+        loader = shlex.split(os.environ.get("OMS_E2E_LOAD_IMAGES", ""))
+        commands = [[*loader, name] for name in names] if loader else []
+    else:
+        commands = [[sys.executable, str(CLUSTER_SCRIPT), "load", *names]]
+    for command in commands:
+        loaded = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
+        assert loaded.returncode == 0, f"{command}: {loaded.stderr}"
     FIGURES.append(f"images built and loaded into the node in {time.monotonic() - started:.0f} s")
     return names
 

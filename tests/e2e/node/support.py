@@ -53,6 +53,8 @@ class Release:
     host: str
     ingress_url: str
     name: str = "oms"
+    # None: local-values.yaml's (the node's Traefik); another cluster names its own.
+    ingress_class: str | None = None
     installed_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -180,6 +182,8 @@ def install(
     started = time.monotonic()
     namespace = create_namespace(kube, prefix)
     release = Release(kube, namespace, f"{namespace}.localhost", node["ingress_url"])
+    if node.get("external"):
+        release.ingress_class = node["ingress_class"]
     try:
         _install_into(release, sets, set_json)
     except BaseException:
@@ -197,6 +201,8 @@ def _install_into(release: Release, sets: Sequence[str], set_json: Sequence[str]
     hosts = [{"host": release.host, "paths": [{"path": "/", "pathType": "Prefix"}]}]
     argv = ["install", release.name, str(CHART), "--values", str(LOCAL_VALUES)]
     argv += ["--set-json", f"ingress.hosts={json.dumps(hosts)}"]
+    if release.ingress_class is not None:
+        argv += ["--set", f"ingress.className={release.ingress_class}"]
     for assignment in [*UNLIMITED, *sets]:
         argv += ["--set", assignment]
     for assignment in set_json:

@@ -13,6 +13,13 @@ import pytest
 from tests.cluster.support import Kube, wait_until
 from tests.e2e.node.support import create_namespace
 
+
+@pytest.fixture(autouse=True)
+def _our_node_only(node: dict[str, Any]) -> None:
+    if node.get("external"):
+        pytest.skip("checks of the node `make cluster` builds (addresses, DNS, confinement)")
+
+
 # A pod that meets the `restricted` Pod Security Standard, running Python from the API image.
 PROBE_IMAGE = "ghcr.io/oms-project/oms-api"
 
