@@ -143,7 +143,7 @@ def test_kubernetes_validate_is_strict() -> None:
 def _load_deploylib() -> Any:
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import deploylib  # type: ignore[import-not-found]
+        import deploylib
     finally:
         sys.path.remove(str(SCRIPTS))
     return deploylib
