@@ -77,6 +77,11 @@ def cache_root() -> Path:
     return Path(base) / "oms"
 
 
+# One node per machine (the bridge, its addresses and the iptables chains are the machine's):
+# the state folder of the node that owns them.
+OWNER_FILE = Path("/run/oms-cluster/owner")
+
+
 def state_dir() -> Path:
     """The running node's state, logs and kubeconfig; deleted by `down` (OMS_CLUSTER_DIR)."""
     return Path(os.environ.get("OMS_CLUSTER_DIR") or REPO / "data" / "cluster").resolve()

@@ -242,11 +242,29 @@ def apply_addons(paths: layout.StatePaths) -> None:
         raise SystemExit(f"cluster: applying deploy/node/addons.yaml failed:\n{result.stderr}")
 
 
+def other_owner(paths: layout.StatePaths) -> Path | None:
+    """The state folder of a node of another checkout that runs on this machine, if any."""
+    try:
+        owner = Path(layout.OWNER_FILE.read_text().strip())
+    except OSError:
+        return None
+    if owner == paths.root:
+        return None
+    return owner if running(layout.StatePaths(owner)) else None
+
+
 def up() -> dict[str, Any]:
     paths = layout.paths()
     if running(paths):
         log(f"already running; export KUBECONFIG={paths.kubeconfig}")
         return status_document()
+    owner = other_owner(paths)
+    if owner is not None:
+        raise SystemExit(
+            f"cluster: the node of {owner} runs on this machine (one per machine: the bridge and "
+            f"its addresses are shared). Use it (KUBECONFIG={owner / 'kubeconfig'}) or stop it "
+            f"there first (make cluster-down)."
+        )
     host.require_root()
     host.ensure_packages()
     tools = build.ensure_all()
@@ -262,6 +280,8 @@ def up() -> dict[str, Any]:
         "images": {},
     }
     save_state(paths, state)
+    layout.OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    layout.OWNER_FILE.write_text(f"{paths.root}\n")
     host.setup_network()
     pki.write_pki(paths.pki)
     pki.write_kubeconfigs(paths)
@@ -285,6 +305,10 @@ def up() -> dict[str, Any]:
 
 def down(quiet: bool = False) -> None:
     paths = layout.paths()
+    if other_owner(paths) is not None:
+        # Another checkout's node runs: the machine-wide parts are its, not ours to remove.
+        shutil.rmtree(paths.root, ignore_errors=True)
+        return
     state = load_state(paths)
     if state is not None:
         for component in reversed(configs.COMPONENTS):
@@ -303,6 +327,7 @@ def down(quiet: bool = False) -> None:
     if state is not None:
         host.restore_sysctls(state.get("sysctls", {}))
     shutil.rmtree(paths.root, ignore_errors=True)
+    layout.OWNER_FILE.unlink(missing_ok=True)
     if not quiet:
         log("stopped; the node's state, network and iptables chains are gone")
 
