@@ -61,14 +61,7 @@ class Tool:
         return all((self.directory / binary).is_file() for binary in self.binaries)
 
 
-KUBERNETES_BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-)
+KUBERNETES_BINARIES = layout.KUBERNETES_BINARIES
 
 
 def kubernetes() -> Tool:

@@ -12,17 +12,8 @@ from pathlib import Path
 
 from localcluster import layout
 
-COMPONENTS = (
-    "containerd",
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-    "coredns",
-    "traefik",
-)
+# In the order `up` starts them: each needs the ones before it.
+COMPONENTS = ("containerd", *layout.KUBERNETES_BINARIES, "coredns", "traefik")
 
 CNI_BIN_DIR = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
@@ -138,15 +129,8 @@ def argv(component: str, paths: layout.StatePaths, binaries: dict[str, Path]) ->
             "--v=1",
         ]
     if component == "kube-controller-manager":
-        kubeconfig = str(paths.component_kubeconfig("kube-controller-manager"))
         return [
-            str(binaries["kube-controller-manager"]),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.controller_manager}",
-            "--leader-elect=false",
+            *_secure_client(binaries, component, paths, ports.controller_manager),
             f"--cluster-name={layout.CLUSTER_NAME}",
             f"--service-cluster-ip-range={layout.SERVICE_CIDR}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
@@ -156,22 +140,9 @@ def argv(component: str, paths: layout.StatePaths, binaries: dict[str, Path]) ->
             "--use-service-account-credentials=true",
             # Deleted objects' dependents go quickly in tests.
             "--concurrent-gc-syncs=10",
-            "--profiling=false",
-            "--v=1",
         ]
     if component == "kube-scheduler":
-        kubeconfig = str(paths.component_kubeconfig("kube-scheduler"))
-        return [
-            str(binaries["kube-scheduler"]),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.scheduler}",
-            "--leader-elect=false",
-            "--profiling=false",
-            "--v=1",
-        ]
+        return _secure_client(binaries, component, paths, ports.scheduler)
     if component == "kubelet":
         return [
             str(binaries["kubelet"]),
@@ -190,6 +161,25 @@ def argv(component: str, paths: layout.StatePaths, binaries: dict[str, Path]) ->
     if component == "traefik":
         return [str(binaries["traefik"]), *traefik_arguments()]
     raise ValueError(component)
+
+
+def _secure_client(
+    binaries: dict[str, Path], component: str, paths: layout.StatePaths, port: int
+) -> list[str]:
+    """What the controller manager and the scheduler share: their own kubeconfig for the API and
+    for checking their callers, and a loopback-only secure port (/healthz) without profiling."""
+    kubeconfig = str(paths.component_kubeconfig(component))
+    return [
+        str(binaries[component]),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
 
 
 def traefik_arguments() -> list[str]:

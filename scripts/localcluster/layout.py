@@ -31,6 +31,16 @@ INGRESS_CLASS = "traefik"
 # iptables (raw table): pods may reach pods, Services and the node, nothing else.
 EGRESS_CHAIN = "OMS-NODE-EGRESS"
 
+# Built together from the Kubernetes module (etcd from the version it pins), in start order.
+KUBERNETES_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
+
 # Traefik v3.7.x cannot be built here: several of its dependencies (go-http-auth at the commit it
 # pins, a handful of DNS-provider SDKs of lego v5) are refused by the module proxy. v3.6.12 is the
 # newest release whose whole module graph downloads.

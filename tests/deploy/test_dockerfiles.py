@@ -55,9 +55,15 @@ def stage(name: str) -> list[tuple[str, str]]:
     return found[0].instructions
 
 
-def hadolint(*paths: Path) -> subprocess.CompletedProcess[str]:
+DEV_DOCKERFILE = REPO / "deploy" / "dev" / "Dockerfile"
+DEV_CONFIG = REPO / "deploy" / "dev" / ".hadolint.yaml"
+
+
+def hadolint(
+    *paths: Path, config: Path = REPO / ".hadolint.yaml"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [HADOLINT, "--config", str(REPO / ".hadolint.yaml"), *map(str, paths)],
+        [HADOLINT, "--config", str(config), *map(str, paths)],
         capture_output=True,
         text=True,
         check=False,
@@ -79,6 +85,18 @@ def test_hadolint_config_does_not_mute_warnings(tmp_path: Path) -> None:
     assert result.returncode == 1
     for rule in ("DL3006", "DL3008", "DL3025", "DL3049"):
         assert rule in result.stdout
+
+
+def test_the_development_images_dockerfile_passes_its_own_hadolint_config(tmp_path: Path) -> None:
+    """deploy/dev/Dockerfile: no label schema, no version pins; everything else still fails."""
+    result = hadolint(DEV_DOCKERFILE, config=DEV_CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install -y curl\nCMD python app.py\n")
+    failed = hadolint(bad, config=DEV_CONFIG)
+    assert failed.returncode == 1
+    for rule in ("DL3006", "DL3015", "DL3025"):
+        assert rule in failed.stdout
 
 
 def test_one_dockerfile_for_every_service() -> None:

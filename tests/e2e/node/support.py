@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import yaml
 from tests.cluster.support import CHART, REPO, Kube, wait_until
+from tests.conftest import Account, register
 
 from oms.settings import Settings
 
@@ -237,24 +238,9 @@ def remove(release: Release) -> None:
 # --- a client's view ----------------------------------------------------------------------------
 
 
-@dataclass
-class Account:
-    email: str
-    password: str
-    user_id: int
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 async def sign_up(http: httpx.AsyncClient) -> Account:
-    email = f"e2e-{uuid.uuid4().hex[:12]}@example.com"
-    password = "secret123"
-    registered = await http.post("/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    return Account(email, password, registered.json()["id"], await log_in(http, email, password))
+    """A fresh account, registered and logged in through the ingress."""
+    return await register(http, f"e2e-{uuid.uuid4().hex[:12]}@example.com")
 
 
 async def log_in(http: httpx.AsyncClient, email: str, password: str) -> str:

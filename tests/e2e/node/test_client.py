@@ -20,7 +20,7 @@ async def test_a_client_through_the_ingress(release: Release) -> None:
 
         first = await http.get(f"/orders/{order_ids[0]}/", headers=account.headers)
         assert first.status_code == 200, first.text
-        assert first.json()["user_id"] == account.user_id
+        assert first.json()["user_id"] == account.id
         # The read left the order in the cache (key order:{id}, 300 s), as the spec asks.
         cache = redis.Redis(host=release.service_ip("redis"), port=6379, db=0)
         try:
@@ -32,7 +32,7 @@ async def test_a_client_through_the_ingress(release: Release) -> None:
         assert again.status_code == 200
 
         listed = await http.get(
-            f"/orders/user/{account.user_id}", params={"limit": 100}, headers=account.headers
+            f"/orders/user/{account.id}", params={"limit": 100}, headers=account.headers
         )
         assert listed.status_code == 200, listed.text
         assert {order["id"] for order in listed.json()["items"]} == set(order_ids)

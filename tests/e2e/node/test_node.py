@@ -77,6 +77,25 @@ def run_probe(kube: Kube, namespace: str, image: str, script: str) -> str:
     return output
 
 
+def probe_each(
+    kube: Kube, namespace: str, image: str, expression: str, inputs: dict[str, str]
+) -> dict[str, str]:
+    """Evaluate `expression` (Python, of `value`) in a pod for each input: its result, or the
+    name of the OSError it raised."""
+    script = (
+        "import json, socket\n"
+        f"inputs = {json.dumps(inputs)}\n"
+        "def attempt(value):\n"
+        "    try:\n"
+        f"        return {expression}\n"
+        "    except OSError as error:\n"
+        "        return type(error).__name__\n"
+        "print(json.dumps({key: attempt(value) for key, value in inputs.items()}))\n"
+    )
+    answers: dict[str, str] = json.loads(run_probe(kube, namespace, image, script).splitlines()[-1])
+    return answers
+
+
 def test_the_node_is_ready_with_its_addresses(kube: Kube, node: dict[str, Any]) -> None:
     described = kube.json("get", "node", node["node"])
     addresses = {a["type"]: a["address"] for a in described["status"]["addresses"]}
@@ -89,17 +108,15 @@ def test_pods_resolve_cluster_names_and_nothing_else(
     kube: Kube, namespace: str, node_images: list[str]
 ) -> None:
     image = next(name for name in node_images if name.startswith(PROBE_IMAGE))
-    script = (
-        "import socket, json\n"
-        "def resolve(name):\n"
-        "    try:\n"
-        "        return socket.gethostbyname(name)\n"
-        "    except OSError as error:\n"
-        "        return type(error).__name__\n"
-        "print(json.dumps({n: resolve(n) for n in ['kubernetes.default.svc.cluster.local',"
-        " 'kube-dns.kube-system', 'example.com', 'pypi.org']}))\n"
+    names = [
+        "kubernetes.default.svc.cluster.local",
+        "kube-dns.kube-system",
+        "example.com",
+        "pypi.org",
+    ]
+    answers = probe_each(
+        kube, namespace, image, "socket.gethostbyname(value)", {n: n for n in names}
     )
-    answers = json.loads(run_probe(kube, namespace, image, script).strip().splitlines()[-1])
     assert answers["kubernetes.default.svc.cluster.local"] == "10.96.0.1"
     assert answers["kube-dns.kube-system"] == "10.96.0.10"
     # No `forward` in the cluster's DNS: outside names are never asked for.
@@ -145,18 +162,8 @@ def test_pods_reach_the_node_but_nothing_off_the_cluster(
     image = next(name for name in node_images if name.startswith(PROBE_IMAGE))
     targets = {"node": node["node_ip"], "machine": machine_address()}
     assert targets["machine"] != targets["node"]
-    script = (
-        "import socket, json\n"
-        f"targets = {json.dumps(targets)}\n"
-        "def reach(ip):\n"
-        "    try:\n"
-        f"        with socket.create_connection((ip, {host_listener}), timeout=3) as s:\n"
-        "            return s.recv(4).decode()\n"
-        "    except OSError as error:\n"
-        "        return type(error).__name__\n"
-        "print(json.dumps({k: reach(v) for k, v in targets.items()}))\n"
-    )
-    reached = json.loads(run_probe(kube, namespace, image, script).strip().splitlines()[-1])
+    connect = f"socket.create_connection((value, {host_listener}), timeout=3).recv(4).decode()"
+    reached = probe_each(kube, namespace, image, connect, targets)
     # The same listener: the node's bridge address answers, the machine's own address does not
     # (the packet is dropped on its way out of the pod network).
     assert reached["node"] == "host"
