@@ -1,45 +1,79 @@
 #!/usr/bin/env bash
 # `make stack`: API, consumer and worker as three processes against the local PostgreSQL, Redis
-# and RabbitMQ. Every setting can be overridden from the environment (or .env); the defaults
-# below only fill what is unset. Ctrl-C (or SIGTERM) stops all three gracefully.
+# and RabbitMQ. Settings come as for every process: the environment first, then .env; the
+# defaults below fill only what neither sets, so a .env made from .env.example is used as it is.
+# Ctrl-C (or SIGTERM) stops all three gracefully.
+#   scripts/stack.sh --print-env   # the settings it would run with, and where each comes from
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ENV_FILE=.env
 
-: "${POSTGRES_HOST:=127.0.0.1}"
-: "${POSTGRES_PORT:=5432}"
-: "${POSTGRES_DB:=order_db}"
-: "${POSTGRES_USER:=postgres}"
-: "${REDIS_URL:=redis://127.0.0.1:6379/0}"
-: "${REDIS_URL_RATE_LIMIT:=redis://127.0.0.1:6379/1}"
-: "${REDIS_URL_CELERY:=redis://127.0.0.1:6379/2}"
-: "${RABBITMQ_URL:=amqp://guest:guest@127.0.0.1:5672/}"
-: "${PORT:=8000}"
-: "${CONSUMER_METRICS_PORT:=9101}"
-: "${WORKER_METRICS_PORT:=9102}"
+in_env_file() {  # NAME: the .env file assigns it
+  [ -f "$ENV_FILE" ] && grep -Eq "^[[:space:]]*(export[[:space:]]+)?$1=" "$ENV_FILE"
+}
+# Read a value the way pydantic-settings will (environment first, then the file), for this
+# script's own use (psql, the summary below).
+setting() {  # NAME -> value or empty
+  if [ -n "${!1+x}" ]; then printf '%s' "${!1}"; return; fi
+  if [ -f "$ENV_FILE" ]; then
+    sed -nE "s/^[[:space:]]*(export[[:space:]]+)?$1=(.*)$/\2/p" "$ENV_FILE" | tail -1 | sed -E "s/^['\"]//; s/['\"]$//"
+  fi
+}
+SOURCES=()
+default() {  # NAME VALUE: export VALUE only when neither the environment nor the file sets NAME
+  if [ -n "${!1+x}" ]; then SOURCES+=("$1 environment")
+  elif in_env_file "$1"; then SOURCES+=("$1 $ENV_FILE")
+  else export "$1=$2"; SOURCES+=("$1 default")
+  fi
+}
+
+default POSTGRES_HOST 127.0.0.1
+default POSTGRES_PORT 5432
+default POSTGRES_DB order_db
+default POSTGRES_USER postgres
+default REDIS_URL redis://127.0.0.1:6379/0
+default REDIS_URL_RATE_LIMIT redis://127.0.0.1:6379/1
+default REDIS_URL_CELERY redis://127.0.0.1:6379/2
+default RABBITMQ_URL amqp://guest:guest@127.0.0.1:5672/
+default PORT 8000
+default CONSUMER_METRICS_PORT 9101
+default WORKER_METRICS_PORT 9102
 : "${STACK_LOG_DIR:=data/stack}"
-export POSTGRES_HOST POSTGRES_PORT POSTGRES_DB POSTGRES_USER REDIS_URL REDIS_URL_RATE_LIMIT \
-  REDIS_URL_CELERY RABBITMQ_URL PORT CONSUMER_METRICS_PORT WORKER_METRICS_PORT
+
+# Outside the embedded mode the API never makes up a signing key: give the stack one of its own
+# unless the environment or the file names one.
+if [ -z "$(setting JWT_PRIVATE_KEY)" ]; then
+  default JWT_PRIVATE_KEY_PATH data/stack/jwt/private.pem
+fi
+
+if [ "${1:-}" = "--print-env" ]; then
+  for entry in "${SOURCES[@]}"; do
+    name=${entry%% *}
+    printf '%s=%s\t(%s)\n' "$name" "$(setting "$name")" "${entry#* }"
+  done
+  exit 0
+fi
 
 UV=${UV:-uv}
 RUN=("$UV" run --frozen)
 mkdir -p "$STACK_LOG_DIR"
 
-if command -v psql >/dev/null; then
-  exists=$(psql -h "$POSTGRES_HOST" -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = '$POSTGRES_DB'")
+PGHOST=$(setting POSTGRES_HOST) PGPORT=$(setting POSTGRES_PORT) PGUSER=$(setting POSTGRES_USER)
+DATABASE=$(setting POSTGRES_DB)
+if command -v psql >/dev/null && [ -z "$(setting DATABASE_URL)" ]; then
+  export PGHOST PGPORT PGUSER
+  PGPASSWORD=$(setting POSTGRES_PASSWORD) && export PGPASSWORD
+  exists=$(psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")
   if [ "$exists" != "1" ]; then
-    echo "creating database $POSTGRES_DB"
-    psql -h "$POSTGRES_HOST" -p "$POSTGRES_PORT" -U "$POSTGRES_USER" -d postgres -qc \
-      "CREATE DATABASE \"$POSTGRES_DB\""
+    echo "creating database $DATABASE"
+    psql -d postgres -qc "CREATE DATABASE \"$DATABASE\""
   fi
 fi
 "${RUN[@]}" oms migrate
 
-# Outside the embedded mode the API never makes up a signing key: give the stack one of its own.
-if [ -z "${JWT_PRIVATE_KEY:-}" ] && [ -z "${JWT_PRIVATE_KEY_PATH:-}" ]; then
-  JWT_PRIVATE_KEY_PATH=data/stack/jwt/private.pem
-  [ -f "$JWT_PRIVATE_KEY_PATH" ] || "${RUN[@]}" oms generate-keys --out "$JWT_PRIVATE_KEY_PATH"
-  export JWT_PRIVATE_KEY_PATH
+key=$(setting JWT_PRIVATE_KEY_PATH)
+if [ -n "$key" ] && [ ! -f "$key" ] && [ -z "$(setting JWT_PRIVATE_KEY)" ]; then
+  "${RUN[@]}" oms generate-keys --out "$key"
 fi
 
 pids=()
@@ -63,9 +97,9 @@ start api oms-api
 start consumer oms-consumer
 start worker oms-worker
 cat <<INFO
-  API            http://127.0.0.1:$PORT        (docs at /docs)
-  consumer       http://127.0.0.1:$CONSUMER_METRICS_PORT/health/ready  /metrics
-  worker         http://127.0.0.1:$WORKER_METRICS_PORT/health/ready  /metrics
+  API            http://127.0.0.1:$(setting PORT)        (docs at /docs)
+  consumer       http://127.0.0.1:$(setting CONSUMER_METRICS_PORT)/health/ready  /metrics
+  worker         http://127.0.0.1:$(setting WORKER_METRICS_PORT)/health/ready  /metrics
 Ctrl-C stops everything.
 INFO
 # Ends when any service exits (then stops the others) or on Ctrl-C.

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from oms.db.models import UserRole
 from oms.db.session import create_engine, create_session_factory
 from oms.schemas import UserRegister
@@ -19,11 +21,16 @@ from oms.users.repository import EmailAlreadyRegisteredError, UserRepository
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from oms.migrations.runner import upgrade
+    from oms.migrations.runner import head_revision, upgrade
 
     settings = DatabaseSettings()
-    upgrade(settings, args.revision)
-    print(f"database at {settings.database_url.render_as_string()} is at {args.revision}")
+    where = settings.database_url.render_as_string()
+    applied = upgrade(settings, args.revision)
+    target = head_revision(settings) if args.revision == "head" else args.revision
+    if applied:
+        print(f"database {where}: applied {', '.join(applied)}; now at {target}")
+    else:
+        print(f"database {where}: already at {target}, nothing to apply")
     return 0
 
 
@@ -51,8 +58,36 @@ async def create_admin(settings: UserAdminSettings, email: str, password: str) -
         await engine.dispose()
 
 
+NO_PASSWORD = (
+    "oms create-admin: no password given and no terminal to ask on: pass --password PASSWORD "
+    "or set OMS_ADMIN_PASSWORD (5-20 letters and digits)"
+)
+
+
+def _admin_password(args: argparse.Namespace) -> str | None:
+    """--password, else $OMS_ADMIN_PASSWORD, else a prompt when there is a terminal to ask on."""
+    given: str | None = args.password or os.environ.get("OMS_ADMIN_PASSWORD")
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass()
+    except EOFError:
+        return None
+
+
 def _create_admin_cmd(args: argparse.Namespace) -> int:
-    password = args.password or os.environ.get("OMS_ADMIN_PASSWORD") or getpass.getpass()
+    password = _admin_password(args)
+    if password is None:
+        print(NO_PASSWORD, file=sys.stderr)
+        return 2
+    try:
+        UserRegister(email=args.email, password=password)
+    except ValidationError as error:
+        problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in error.errors())
+        print(f"oms create-admin: {problems}", file=sys.stderr)
+        return 2
     return asyncio.run(create_admin(UserAdminSettings(), args.email, password))
 
 
@@ -103,8 +138,16 @@ def _user_cmd(args: argparse.Namespace) -> int:
 
 
 def _generate_keys(args: argparse.Namespace) -> int:
-    key = generate_private_key(args.bits)
     target = Path(args.out)
+    if target.exists() and not args.force:
+        print(
+            f"oms generate-keys: {target} exists; replacing it rotates the signing key without "
+            f"notice and every token it signed stops verifying. Pass --force to replace it "
+            f"(or --out to write elsewhere).",
+            file=sys.stderr,
+        )
+        return 2
+    key = generate_private_key(args.bits)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(private_key_to_pem(key))
     target.chmod(0o600)
@@ -122,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = verbs.add_parser("create-admin", help="create an admin (or promote a user)")
     admin.add_argument("email")
-    admin.add_argument("--password", help="default: $OMS_ADMIN_PASSWORD, else a prompt")
+    admin.add_argument(
+        "--password", help="default: $OMS_ADMIN_PASSWORD, else a prompt (needs a terminal)"
+    )
     admin.set_defaults(handler=_create_admin_cmd)
 
     user = verbs.add_parser(
@@ -135,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = verbs.add_parser("generate-keys", help="write a new RSA signing key (PEM)")
     keys.add_argument("--out", default="data/jwt/private.pem")
     keys.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
+    keys.add_argument("--force", action="store_true", help="replace an existing key file")
     keys.set_defaults(handler=_generate_keys)
 
     dlq = verbs.add_parser(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy.engine import Connection
 
 from oms.db.models import Base
@@ -20,12 +23,23 @@ def _settings() -> DatabaseSettings:
     return given if isinstance(given, DatabaseSettings) else DatabaseSettings()
 
 
+def _record_step(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    """Tell the caller (runner.upgrade) which revisions this run applied (Alembic passes these
+    four by name)."""
+    applied = config.attributes.get("applied")
+    if isinstance(applied, list) and step.is_upgrade:
+        applied.append(step.up_revision_id)
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=_record_step,
     )
     with context.begin_transaction():
         context.run_migrations()

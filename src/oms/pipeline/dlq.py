@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -218,11 +219,14 @@ async def _run_outbox(settings: DatabaseSettings, action: str, limit: int) -> in
     try:
         factory = create_session_factory(engine)
         if action == "list":
-            for event in await list_parked(factory, limit):
+            parked = await list_parked(factory, limit)
+            for event in parked:
                 print(
                     f"{event.event_id}\t{event.order_id}\t{event.attempts}\t"
                     f"{event.parked_at.isoformat()}\t{_one_line(event.last_error)}"
                 )
+            if not parked:
+                print("no parked orders (outbox)", file=sys.stderr)
             return 0
         print(f"replayed {await replay_parked(factory, limit)} parked outbox events")
         return 0
@@ -250,8 +254,11 @@ def run(args: argparse.Namespace) -> int:
     if not url or args.outbox:
         return asyncio.run(_run_outbox(settings, args.action, args.limit))
     if args.action == "list":
-        for letter in asyncio.run(list_dead_letters(url, args.limit)):
+        letters = asyncio.run(list_dead_letters(url, args.limit))
+        for letter in letters:
             print(f"{letter.message_id}\t{letter.reason}\t{letter.body_preview}")
+        if not letters:
+            print("no parked orders (new_order.dlq is empty)", file=sys.stderr)
         return 0
     print(f"replayed {asyncio.run(replay_dead_letters(url, args.limit))} messages")
     return 0
