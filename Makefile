@@ -39,6 +39,12 @@ $(UV_BIN):
 	$(PYTHON) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet uv
 
+# eval "$(make -s env)": the project's uv, helm, kubectl and commands first on PATH in this shell.
+.PHONY: env
+env: ## print shell exports putting the project's tools on PATH: eval "$$(make -s env)"
+	@echo 'export PATH="$(TOOLS)/bin:$(TOOLS)/uv/bin:$(CURDIR)/.venv/bin:$$PATH"'
+	@if [ -f "$(CURDIR)/data/cluster/kubeconfig" ]; then echo 'export KUBECONFIG="$(CURDIR)/data/cluster/kubeconfig"'; fi
+
 .PHONY: install
 install: $(if $(shell command -v uv 2>/dev/null),,$(UV_BIN)) ## install the project and its development tools into .venv (from uv.lock)
 	$(UV) sync --frozen

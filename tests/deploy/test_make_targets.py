@@ -60,3 +60,15 @@ def test_every_mentioned_target_exists() -> None:
             f"{name}: make {target}" for target in MENTION.findall(text) if target not in targets
         ]
     assert not unknown, unknown
+
+
+def test_make_env_puts_the_projects_tools_first_on_path() -> None:
+    """`eval "$(make -s env)"` (README): the pinned kubectl and the project's `oms` win over
+    whatever else is on PATH, e.g. a kubectl of another version in /usr/local/bin."""
+    script = 'eval "$(make -s --no-print-directory env)"; command -v kubectl; command -v oms'
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    kubectl, oms = result.stdout.split()
+    assert kubectl == str(REPO / ".tools" / "bin" / "kubectl")
+    assert oms == str(REPO / ".venv" / "bin" / "oms")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from oms_api.gate import RequestGate
 from oms_api.metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
 from oms_api.tracing import instrument_engine
+
+logger = logging.getLogger("oms.api")
 
 
 @dataclass
@@ -43,6 +46,19 @@ class AppState:
     # Publishes the outbox (RabbitMQ, or in-process when none is configured); None when
     # RUN_OUTBOX_RELAY is off, e.g. because a separate relay process does it.
     outbox_relay: OutboxRelay | None = None
+
+
+def log_where_orders_go(settings: ApiSettings) -> None:
+    """Say once, at start, where accepted orders are processed: with RABBITMQ_URL they wait in
+    the broker for processes this one does not start (a copied .env.example sets it)."""
+    if settings.RABBITMQ_URL:
+        logger.info(
+            "orders go to RabbitMQ (queue new_order): they are processed once oms-consumer and "
+            "oms-worker run against the same broker (`make stack` starts all three); without "
+            "RABBITMQ_URL the API processes them itself"
+        )
+    else:
+        logger.info("orders are processed inside this process (no RABBITMQ_URL)")
 
 
 @asynccontextmanager
@@ -72,6 +88,7 @@ async def open_app_state(settings: ApiSettings) -> AsyncIterator[AppState]:
             settings, state.session_factory, cache, state.outbox_wakeup
         )
         state.outbox_relay.start()
+        log_where_orders_go(settings)
     try:
         yield state
     finally:
