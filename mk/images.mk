@@ -25,4 +25,4 @@ images: install ## build the four images, and dev PostgreSQL/Redis/RabbitMQ (sta
 	$(IMAGES) backing
 
 # Type-checked by `make typecheck`.
-TYPED_SCRIPTS += scripts/images.py
+TYPED_SCRIPTS += scripts/images.py scripts/progress.py

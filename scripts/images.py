@@ -38,6 +38,9 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import progress
+
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools"
 DOCKER_STATE = Path(os.environ.get("OMS_DOCKER_DIR", TOOLS / "docker")).resolve()
@@ -323,14 +326,21 @@ def build(
     timings: dict[str, float] = {}
     for service in services:
         started = time.monotonic()
+        name = image_name(registry, service, tag)
         argv, env = build_command(
-            context=REPO,
-            service=service,
-            tag=image_name(registry, service, tag),
-            base=base,
-            ca_file=ca_file,
+            context=REPO, service=service, tag=name, base=base, ca_file=ca_file
         )
-        subprocess.run(argv, check=True, env=env, cwd=REPO)
+        # The builder's own output (every stage replayed, the classic builder's deprecation
+        # notice) goes to a log; a person sees one line per image, and one every half minute.
+        progress.run_logged(
+            f"building {name}",
+            argv,
+            cwd=REPO,
+            logfile=DOCKER_STATE / "logs" / f"build-{service}.log",
+            expected="seconds when cached, 1-2 minutes from nothing",
+            prefix="images",
+            env=env,
+        )
         timings[service] = time.monotonic() - started
     return timings
 

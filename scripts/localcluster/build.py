@@ -24,15 +24,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster import layout
+import progress
 
-HEARTBEAT_SECONDS = 30.0
+from localcluster import layout
 
 
 def log(message: str) -> None:
@@ -99,34 +98,16 @@ def go_command() -> str:
 
 
 def run_logged(what: str, argv: list[str], *, cwd: Path, logfile: Path, expected: str) -> None:
-    """Run a long command with its output in `logfile`; say every half minute that it goes on,
-    and show the log's end if it fails."""
-    started = time.monotonic()
-    done = threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(HEARTBEAT_SECONDS):
-            minutes, seconds = divmod(int(time.monotonic() - started), 60)
-            log(f"  ... {what}: {minutes} min {seconds:02d} s so far (expect {expected})")
-
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    ticker = threading.Thread(target=heartbeat, daemon=True)
-    ticker.start()
-    try:
-        with logfile.open("wb") as output:
-            result = subprocess.run(
-                argv,
-                cwd=cwd,
-                env={**os.environ, **layout.go_environment()},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
-    finally:
-        done.set()
-    if result.returncode != 0:
-        tail = logfile.read_text(errors="replace")[-4000:]
-        raise SystemExit(f"cluster: {what} failed (log: {logfile}):\n{tail}")
+    """A Go build (or download) with progress lines and its output in `logfile`."""
+    progress.run_logged(
+        what,
+        argv,
+        cwd=cwd,
+        logfile=logfile,
+        expected=expected,
+        prefix="cluster",
+        env=layout.go_environment(),
+    )
 
 
 @contextlib.contextmanager
