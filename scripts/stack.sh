@@ -7,22 +7,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_FILE=.env
+UV=${UV:-uv}
 
-in_env_file() {  # NAME: the .env file assigns it
-  [ -f "$ENV_FILE" ] && grep -Eq "^[[:space:]]*(export[[:space:]]+)?$1=" "$ENV_FILE"
-}
-# Read a value the way pydantic-settings will (environment first, then the file), for this
-# script's own use (psql, the summary below).
-setting() {  # NAME -> value or empty
-  if [ -n "${!1+x}" ]; then printf '%s' "${!1}"; return; fi
-  if [ -f "$ENV_FILE" ]; then
-    sed -nE "s/^[[:space:]]*(export[[:space:]]+)?$1=(.*)$/\2/p" "$ENV_FILE" | tail -1 | sed -E "s/^['\"]//; s/['\"]$//"
-  fi
+# The file's values exactly as the processes will read them (python-dotenv, under
+# pydantic-settings: quotes, inline comments, `export`), for this script's own decisions.
+declare -A FROM_FILE=()
+if [ -f "$ENV_FILE" ]; then
+  python=(.venv/bin/python)
+  [ -x .venv/bin/python ] || python=("$UV" run --frozen python)
+  [ -n "${PYTHON:-}" ] && python=("$PYTHON")
+  values=$(mktemp)
+  "${python[@]}" -c '
+import sys
+from dotenv import dotenv_values
+for name, value in dotenv_values(sys.argv[1]).items():
+    sys.stdout.write(name + "\0" + (value or "") + "\0")
+' "$ENV_FILE" >"$values"
+  while IFS= read -r -d '' name && IFS= read -r -d '' value; do
+    FROM_FILE[$name]=$value
+  done <"$values"
+  rm -f "$values"
+fi
+
+setting() {  # NAME -> its value as the processes will see it (environment, then .env), or empty
+  if [ -n "${!1+x}" ]; then printf '%s' "${!1}"; else printf '%s' "${FROM_FILE[$1]-}"; fi
 }
 SOURCES=()
 default() {  # NAME VALUE: export VALUE only when neither the environment nor the file sets NAME
   if [ -n "${!1+x}" ]; then SOURCES+=("$1 environment")
-  elif in_env_file "$1"; then SOURCES+=("$1 $ENV_FILE")
+  elif [ -n "${FROM_FILE[$1]+x}" ]; then SOURCES+=("$1 $ENV_FILE")
   else export "$1=$2"; SOURCES+=("$1 default")
   fi
 }
@@ -54,7 +67,6 @@ if [ "${1:-}" = "--print-env" ]; then
   exit 0
 fi
 
-UV=${UV:-uv}
 RUN=("$UV" run --frozen)
 mkdir -p "$STACK_LOG_DIR"
 

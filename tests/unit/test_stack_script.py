@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,8 @@ def print_env(
         capture_output=True,
         text=True,
         check=True,
-        env={"PATH": "/usr/bin:/bin", **environment},
+        # The script reads .env with python-dotenv, as the processes do: this test's Python has it.
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, **environment},
     )
     settings = {}
     for line in result.stdout.splitlines():
@@ -36,7 +38,7 @@ def print_env(
 
 def test_env_file_beats_the_scripts_defaults(tmp_path: Path) -> None:
     env_file = (
-        "POSTGRES_DB=shop\n"
+        "POSTGRES_DB=shop  # an inline comment, as .env.example has them\n"
         "export REDIS_URL=redis://127.0.0.1:6379/5\n"
         'RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/shop"\n'
         "JWT_PRIVATE_KEY_PATH=data/jwt/private.pem\n"
