@@ -172,16 +172,11 @@ def probe(component: str, paths: layout.StatePaths) -> Callable[[], tuple[bool, 
 def start_component(component: str, paths: layout.StatePaths, state: dict[str, Any]) -> float:
     argv = configs.argv(component, paths, {k: Path(v) for k, v in state["binaries"].items()})
     logfile = paths.logs / f"{component}.log"
-    pid = processes.spawn(argv, logfile, paths.root, configs.environment(component, paths))
-    state["pids"][component] = pid
+    process = processes.spawn(argv, logfile, paths.root, configs.environment(component, paths))
+    state["pids"][component] = process.pid
     save_state(paths, state)
     seconds = processes.wait_until_ready(
-        component,
-        probe(component, paths),
-        pid=pid,
-        executable=executable(component, state),
-        logfile=logfile,
-        timeout=START_TIMEOUT,
+        component, probe(component, paths), process=process, logfile=logfile, timeout=START_TIMEOUT
     )
     state.setdefault("ready_seconds", {})[component] = round(seconds, 2)
     save_state(paths, state)

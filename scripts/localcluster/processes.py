@@ -12,10 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def spawn(argv: list[str], logfile: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+def spawn(
+    argv: list[str], logfile: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("ab") as output:
-        process = subprocess.Popen(  # noqa: S603 (our own binaries, argv built here)
+        return subprocess.Popen(  # noqa: S603 (our own binaries, argv built here)
             argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -24,7 +26,6 @@ def spawn(argv: list[str], logfile: Path, cwd: Path, env: dict[str, str] | None 
             cwd=cwd,
             env={**os.environ, **(env or {})},
         )
-    return process.pid
 
 
 def alive(pid: int | None, executable: str) -> bool:
@@ -39,15 +40,6 @@ def alive(pid: int | None, executable: str) -> bool:
     return status != "Z" and cmdline[0].decode(errors="replace") == executable
 
 
-def reap() -> None:
-    """Collect exited children of this process (daemons started by this very command)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
-
-
 def stop(pid: int | None, executable: str, timeout: float = 20.0) -> None:
     if not alive(pid, executable):
         return
@@ -55,12 +47,10 @@ def stop(pid: int | None, executable: str, timeout: float = 20.0) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while alive(pid, executable) and time.monotonic() < deadline:
-        reap()
         time.sleep(0.1)
     if alive(pid, executable):
         os.kill(pid, signal.SIGKILL)
         while alive(pid, executable):
-            reap()
             time.sleep(0.05)
 
 
@@ -72,20 +62,20 @@ def wait_until_ready(
     what: str,
     probe: Callable[[], tuple[bool, str]],
     *,
-    pid: int,
-    executable: str,
+    process: subprocess.Popen[bytes],
     logfile: Path,
     timeout: float,
 ) -> float:
-    """Poll `probe` until it says ready; returns the seconds it took."""
+    """Poll `probe` until it says ready; returns the seconds it took. The daemon is this
+    command's own child here, so `poll()` says exactly whether it exited (its /proc entry can
+    still show the forking Python for a moment, which once made a healthy daemon look gone)."""
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout:
         ok, last = probe()
         if ok:
             return time.monotonic() - started
-        reap()
-        if not alive(pid, executable):
+        if process.poll() is not None:
             tail = logfile.read_text(errors="replace")[-3000:] if logfile.exists() else ""
             raise NotReady(f"cluster: {what} exited before it was ready (log {logfile}):\n{tail}")
         time.sleep(0.2)
