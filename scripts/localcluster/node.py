@@ -251,7 +251,8 @@ def other_owner(paths: layout.StatePaths) -> Path | None:
 def up() -> dict[str, Any]:
     paths = layout.paths()
     if running(paths):
-        log(f"already running; export KUBECONFIG={paths.kubeconfig}")
+        log("already running")
+        tell_how_to_use(paths)
         return status_document()
     owner = other_owner(paths)
     if owner is not None:
@@ -292,10 +293,14 @@ def up() -> dict[str, Any]:
     state["startup_seconds"] = round(elapsed, 1)
     save_state(paths, state)
     log(f"node {layout.NODE_NAME} Ready, DNS and ingress up in {elapsed:.1f} s")
-    log("to use it (the pinned kubectl and helm first on PATH):")
-    log(f"  export KUBECONFIG={paths.kubeconfig} PATH={layout.REPO / '.tools' / 'bin'}:$PATH")
+    tell_how_to_use(paths)
     log(f"ingress: http://127.0.0.1:{layout.PORTS.ingress}/ (IngressClass {layout.INGRESS_CLASS})")
     return status_document()
+
+
+def tell_how_to_use(paths: layout.StatePaths) -> None:
+    log("to use it (the pinned kubectl and helm first on PATH):")
+    log(f"  export KUBECONFIG={paths.kubeconfig} PATH={layout.REPO / '.tools' / 'bin'}:$PATH")
 
 
 def down(quiet: bool = False) -> None:
