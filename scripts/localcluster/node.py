@@ -312,12 +312,11 @@ def down(quiet: bool = False) -> None:
     state = load_state(paths)
     if state is not None:
         for component in reversed(configs.COMPONENTS):
-            if component == "containerd":
-                host.kill_pods(paths)
             try:
                 stop_component(component, paths, state)
             except KeyError:
                 continue
+    # The containers and their runc shims outlive containerd: kill them by cgroup and socket.
     host.kill_pods(paths)
     host.unmount_under(paths.root)
     host.remove_network_namespaces()

@@ -11,6 +11,7 @@ addresses, which the node routes to from the host (the cluster's own bridge, not
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -25,6 +26,7 @@ import httpx
 import yaml
 from tests.cluster.support import CHART, REPO, Kube, wait_until
 from tests.conftest import Account, register
+from tests.pipeline.support import ORDER_BODY, create_orders
 
 from oms.settings import Settings
 
@@ -58,6 +60,7 @@ class Release:
     ingress_class: str | None = None
     installed_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    service_ips: dict[str, str] = field(default_factory=dict)
 
     # --- Kubernetes views ---------------------------------------------------------------------
 
@@ -107,7 +110,13 @@ class Release:
         )
 
     def service_ip(self, service: str) -> str:
-        return self.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}").strip()
+        """A Service's ClusterIP (fixed for its lifetime: asked once per release)."""
+        if service not in self.service_ips:
+            jsonpath = "jsonpath={.spec.clusterIP}"
+            self.service_ips[service] = self.kubectl(
+                "get", "service", service, "-o", jsonpath
+            ).strip()
+        return self.service_ips[service]
 
     def logs(self, component: str) -> str:
         """The logs of every current pod of a component (previous containers' too)."""
@@ -118,15 +127,7 @@ class Release:
             text.append(self.kubectl("logs", name, "--previous", "--tail=-1", check=False))
         return "\n".join(text)
 
-    def ordersystem(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(
-            self.kubectl("get", "ordersystem", self.name, "-o", "json")
-        )
-        return document
-
     def secret(self, name: str) -> dict[str, str]:
-        import base64
-
         data = json.loads(self.kubectl("get", "secret", name, "-o", "json")).get("data") or {}
         return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
@@ -146,15 +147,6 @@ class Release:
     def amqp_url(self) -> str:
         password = dev_credentials()["POSTGRES_PASSWORD"]
         return f"amqp://oms:{password}@{self.service_ip('rabbitmq')}:5672/"
-
-    async def queue_depths(self) -> dict[str, int]:
-        """Ready + unacknowledged messages per queue, from the management API."""
-        password = dev_credentials()["POSTGRES_PASSWORD"]
-        url = f"http://{self.service_ip('rabbitmq')}:15672/api/queues"
-        async with httpx.AsyncClient(auth=("oms", password), timeout=10) as http:
-            answer = await http.get(url)
-        answer.raise_for_status()
-        return {queue["name"]: int(queue.get("messages", 0)) for queue in answer.json()}
 
     # --- the API, through the ingress ---------------------------------------------------------
 
@@ -249,23 +241,9 @@ async def log_in(http: httpx.AsyncClient, email: str, password: str) -> str:
     return str(answer.json()["access_token"])
 
 
-ORDER = {"items": [{"name": "book", "quantity": 2}], "total_price": "39.80"}
-
-
 async def create_order(http: httpx.AsyncClient, account: Account) -> str:
-    created = await http.post("/orders/", json=ORDER, headers=account.headers)
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
-
-
-async def create_orders(http: httpx.AsyncClient, account: Account, count: int) -> list[str]:
-    limit = asyncio.Semaphore(8)
-
-    async def one() -> str:
-        async with limit:
-            return await create_order(http, account)
-
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    (order_id,) = await create_orders(http, account.token, 1)
+    return order_id
 
 
 PROCESSED_LINE = re.compile(r'"msg": "order processed", "order_id": "([0-9a-f-]{36})"')
@@ -296,7 +274,7 @@ async def steady_load(
     async def loop(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
             try:
-                created = await http.post("/orders/", json=ORDER, headers=account.headers)
+                created = await http.post("/orders/", json=ORDER_BODY, headers=account.headers)
                 load.requests += 1
                 if created.status_code != 201:
                     load.failures.append(f"POST {created.status_code} {created.text[:200]}")

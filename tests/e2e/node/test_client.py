@@ -6,17 +6,16 @@ from __future__ import annotations
 import redis.asyncio as redis
 from tests.e2e.node.support import (
     Release,
-    create_orders,
     processed_in_logs,
     sign_up,
 )
-from tests.pipeline.support import assert_processed_exactly_once, eventually
+from tests.pipeline.support import assert_processed_exactly_once, create_orders, eventually
 
 
 async def test_a_client_through_the_ingress(release: Release) -> None:
     async with release.client() as http:
         account = await sign_up(http)
-        order_ids = await create_orders(http, account, 10)
+        order_ids = await create_orders(http, account.token, 10)
 
         first = await http.get(f"/orders/{order_ids[0]}/", headers=account.headers)
         assert first.status_code == 200, first.text

@@ -9,13 +9,13 @@ import uuid
 
 from tests.e2e.node.support import (
     Release,
-    create_orders,
     processed_in_logs,
     sign_up,
     wait_for_pods,
 )
 from tests.pipeline.support import (
     assert_processed_exactly_once,
+    create_orders,
     eventually,
     order_rows,
     queue_depth,
@@ -41,7 +41,7 @@ async def test_a_backlog_scales_the_workers_up_and_back_down(release: Release) -
     async with release.client() as http:
         account = await sign_up(http)
         started = time.monotonic()
-        order_ids = await create_orders(http, account, ORDERS)
+        order_ids = await create_orders(http, account.token, ORDERS)
 
     # The backlog waits in the Celery queue until workers exist.
     async def backlog() -> int:
