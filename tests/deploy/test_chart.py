@@ -397,3 +397,87 @@ def test_schema_types_every_value() -> None:
     typed = _schema_keys(schema)
     missing = {key for key in _keys(values) if key not in typed and not FREE_FORM.search(key)}
     assert not missing, f"values without a schema entry: {sorted(missing)}"
+
+
+# --- client addresses, metrics and docs behind the ingress ----------------------------------------
+
+INGRESS_ON = "ingress.enabled=true"
+
+
+def test_an_ingress_without_trusted_proxies_refuses_to_render() -> None:
+    """Behind an ingress with no trusted proxy every client would share the controller's address,
+    so one client's failed logins would lock everyone out: the chart says what to set."""
+    with pytest.raises(RenderError) as refused:
+        render(sets=[INGRESS_ON])
+    message = str(refused.value)
+    assert "config.trustedProxies" in message
+    assert "ingress.allowSharedClientAddress=true" in message
+    trusted = render(sets=[INGRESS_ON, "config.trustedProxies={10.0.0.0/8}"])
+    assert one(trusted, "ConfigMap", "oms")["data"]["TRUSTED_PROXIES"] == "10.0.0.0/8"
+    assert one(trusted, "Ingress", "oms-api")
+    acknowledged = render(sets=[INGRESS_ON, "ingress.allowSharedClientAddress=true"])
+    assert one(acknowledged, "Ingress", "oms-api")
+    # Without an ingress nothing stands between client and API: the peer is the client.
+    assert not find(render(), "Ingress")
+
+
+def _install_notes(*sets: str) -> str:
+    argv = ["install", "oms", str(CHART), "--dry-run=client", "--namespace", "oms"]
+    for assignment in sets:
+        argv += ["--set", assignment]
+    result = helm(*argv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_install_notes_warn_about_a_shared_client_address() -> None:
+    shared = _install_notes(INGRESS_ON, "ingress.allowSharedClientAddress=true")
+    assert "WARNING: config.trustedProxies is empty behind the Ingress" in shared
+    trusted = _install_notes(INGRESS_ON, "config.trustedProxies={10.0.0.0/8}")
+    assert "trustedProxies" not in trusted
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=SCENARIO_IDS)
+def test_api_metrics_have_a_port_of_their_own_that_the_ingress_never_routes(
+    values: Path | None,
+) -> None:
+    docs = scenario_docs(values)
+    (api,) = containers(one(docs, "Deployment", "oms-api"))
+    ports = {port["name"]: port["containerPort"] for port in api["ports"]}
+    assert int(env_names(api)["API_METRICS_PORT"]["value"]) == ports["metrics"] != ports["http"]
+    metrics_service = one(docs, "Service", "oms-api-metrics")
+    assert metrics_service["spec"]["type"] == "ClusterIP"
+    assert [port["targetPort"] for port in metrics_service["spec"]["ports"]] == ["metrics"]
+    api_service = one(docs, "Service", "oms-api")
+    assert {port["targetPort"] for port in api_service["spec"]["ports"]} == {"http"}
+    for ingress in find(docs, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"] == {"name": "oms-api", "port": {"name": "http"}}
+    for monitor in find(docs, "ServiceMonitor"):
+        assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} == {"metrics"}
+    for policy in find(docs, "NetworkPolicy", "oms-api"):
+        monitoring = policy["spec"]["ingress"][-1]
+        assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "monitoring"
+        }
+        assert [port["port"] for port in monitoring["ports"]] == ["metrics"]
+
+
+def test_the_full_scenario_scrapes_and_guards_the_api_metrics_port() -> None:
+    """The loops above must have had something to check."""
+    docs = render([FULL])
+    assert find(docs, "Ingress")
+    assert find(docs, "ServiceMonitor")
+    assert find(docs, "NetworkPolicy", "oms-api")
+
+
+def test_api_docs_are_off_unless_asked_for() -> None:
+    def docs_setting(docs: list[Document]) -> bool:
+        (api,) = containers(one(docs, "Deployment", "oms-api"))
+        value = env_names(api)["API_DOCS_ENABLED"]["value"]
+        return Settings(_env_file=None, API_DOCS_ENABLED=value).API_DOCS_ENABLED
+
+    assert docs_setting(render()) is False
+    assert docs_setting(render([FULL])) is False
+    assert docs_setting(render(sets=["api.docs.enabled=true"])) is True
