@@ -3,12 +3,14 @@ because the worker serializes orders: the user schemas' e-mail validation is the
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,14 +18,30 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from oms.db.models import OrderStatus
+
+
+def _without_negative_zero(value: Decimal) -> Decimal:
+    # Decimal keeps the sign of a zero (a JSON -0.0 becomes Decimal("-0.0"), printed "-0.00");
+    # an amount of money has none.
+    return value.copy_abs() if value.is_zero() else value
+
 
 # Money travels as a string with exactly two decimals: floats would round.
 Money = Annotated[
     Decimal,
-    PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
+    AfterValidator(_without_negative_zero),
+    PlainSerializer(
+        lambda value: f"{_without_negative_zero(value):.2f}", return_type=str, when_used="json"
+    ),
 ]
+
+# A price sent as a string must be written the way the API writes prices: ASCII digits, at most
+# two decimals. Decimal() alone would also take "1_000", " 5 ", "1E+7", "-0.00" and the digits
+# of any script (Arabic-Indic five), none of which a client means as a price.
+CANONICAL_PRICE = re.compile(r"[0-9]+(\.[0-9]{1,2})?")
 
 
 # Printable text: no NUL or other control characters (PostgreSQL cannot store NUL at all).
@@ -91,13 +109,37 @@ class OrderItem(BaseModel):
 
     @field_validator("unit_price", mode="before")
     @classmethod
-    def _no_float_noise(cls, value: Any) -> Any:
+    def _price(cls, value: Any) -> Any:
+        return _price_from_request(value)
+
+
+class OrderItemOut(OrderItem):
+    """An order item as stored and returned. Read without the request's rule on how a price is
+    written: items stored before it may hold "-0.00" (returned as "0.00"). Takes `OrderItem`
+    instances too (an order is returned from the request's own items)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_validator("unit_price", mode="before")
+    @classmethod
+    def _price(cls, value: Any) -> Any:
         return _decimal_from_json(value)
 
 
 def _decimal_from_json(value: Any) -> Any:
     # A JSON number like 19.99 arrives as a float; go through its repr, not its binary value.
     return str(value) if isinstance(value, float) else value
+
+
+def _price_from_request(value: Any) -> Any:
+    """A price from a request: a JSON number, or a string in the canonical form."""
+    if isinstance(value, str) and not CANONICAL_PRICE.fullmatch(value):
+        raise PydanticCustomError(
+            "price_format",
+            "a price is a JSON number or a string of ASCII digits with at most two decimals,"
+            ' like "9.99"',
+        )
+    return _decimal_from_json(value)
 
 
 class OrderCreate(BaseModel):
@@ -111,8 +153,8 @@ class OrderCreate(BaseModel):
 
     @field_validator("total_price", mode="before")
     @classmethod
-    def _no_float_noise(cls, value: Any) -> Any:
-        return _decimal_from_json(value)
+    def _price(cls, value: Any) -> Any:
+        return _price_from_request(value)
 
 
 class OrderStatusUpdate(BaseModel):
@@ -131,7 +173,7 @@ class OrderOut(BaseModel):
 
     id: uuid.UUID
     user_id: int
-    items: list[OrderItem]
+    items: list[OrderItemOut]
     total_price: Money
     status: OrderStatus
     created_at: datetime
