@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.networks import validate_email
 
 from oms.db.models import UserRole
 from oms.orders.schemas import (
@@ -25,6 +26,8 @@ __all__ = [
     "TokenOut",
     "UserOut",
     "UserRegister",
+    "login_email",
+    "normalize_email",
 ]
 
 Password = Annotated[
@@ -34,16 +37,34 @@ Password = Annotated[
 ]
 
 
+def normalize_email(address: str) -> str:
+    """The one form an account's email is stored, looked up and throttled under: email-validator's
+    normalisation (what `EmailStr` does: an IDNA `xn--` domain in Unicode, the local part in NFC),
+    lower-cased. ValueError when `address` is not an email address."""
+    _, normalized = validate_email(address)
+    return normalized.strip().lower()
+
+
+def login_email(username: str) -> str:
+    """What a login names: `normalize_email`'s form or, for a string that is no email address
+    (no account has one), the string stripped and lower-cased: still looked up and throttled,
+    so it is answered like an unknown address."""
+    try:
+        return normalize_email(username)
+    except ValueError:
+        return username.strip().lower()
+
+
 class UserRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: str = Field(json_schema_extra={"format": "email"})
     password: Password
 
     @field_validator("email")
     @classmethod
     def _normalize_email(cls, value: str) -> str:
-        return value.strip().lower()
+        return normalize_email(value)
 
 
 class UserOut(BaseModel):

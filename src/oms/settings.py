@@ -215,6 +215,22 @@ class RateLimitSettings(_Section):
     RATE_LIMIT_LIST_ORDERS: str = "10/minute"
     RATE_LIMIT_TOKEN: str = "10/minute"
     RATE_LIMIT_REGISTER: str = "5/minute"
+    RATE_LIMIT_LOGIN_FAILURES: str = Field(
+        default="5/15minutes",
+        description=(
+            "Password attempts on one account from one client (IPv4 address or IPv6 network) "
+            "before that client gets 429 for it; a successful login clears them."
+        ),
+    )
+    RATE_LIMIT_IPV6_PREFIX: int = Field(
+        default=64,
+        ge=0,
+        le=128,
+        description=(
+            "IPv6 clients are counted per network of this many bits: one subscriber holds a "
+            "whole /64 (often a /56 or /48) and picks addresses in it at will."
+        ),
+    )
     TRUSTED_PROXIES: CommaList = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )

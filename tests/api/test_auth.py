@@ -277,3 +277,34 @@ async def test_nul_in_registration_email_is_422(client: httpx.AsyncClient) -> No
         "/register", json={"email": "a\x00b@example.com", "password": "abc12"}
     )
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("registered_as", "logs_in_as"),
+    [
+        ("user@xn--bcher-kva.example", "user@xn--bcher-kva.example"),  # IDNA domain
+        ("user@xn--bcher-kva.example", "user@BÜCHER.example"),
+        ("Bu\u0308cher@example.com", "Bu\u0308cher@example.com"),  # NFD local part
+        ("Bu\u0308cher@example.com", "B\u00fccher@example.com"),  # and its NFC form
+        ("B\u00fccher@example.com", "bu\u0308cher@example.com"),
+    ],
+)
+async def test_the_address_registered_is_the_address_that_logs_in(
+    client: httpx.AsyncClient, registered_as: str, logs_in_as: str
+) -> None:
+    registered = await client.post("/register", json={"email": registered_as, "password": "abc12"})
+    assert registered.status_code == 201, registered.text
+    response = await client.post("/token", data={"username": logs_in_as, "password": "abc12"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "username", ["not-an-email", "@", "a@b@c", "a@[127.0.0.1]", "a@xn--zz.example", "x" * 320]
+)
+async def test_login_with_what_is_no_email_address_is_401(
+    client: httpx.AsyncClient, username: str
+) -> None:
+    response = await client.post("/token", data={"username": username, "password": "abc12"})
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"] == "urn:oms:problem:invalid-credentials"

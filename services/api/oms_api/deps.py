@@ -19,7 +19,7 @@ from oms.security.tokens import InvalidTokenError, TokenClaims
 from oms_api.metrics import CACHE_ERRORS
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError, ProblemType
-from oms_api.ratelimit import RateLimiter, client_ip
+from oms_api.ratelimit import RateLimiter
 from oms_api.state import AppState
 
 logger = logging.getLogger("oms.api.auth")
@@ -153,8 +153,7 @@ CurrentUser = Annotated[TokenClaims, Depends(require_claims)]
 
 
 def ip_key(request: Request, limiter: RateLimiter) -> str:
-    peer = request.client.host if request.client else None
-    return "ip:" + client_ip(peer, request.headers.get("x-forwarded-for"), limiter.trusted_proxies)
+    return "ip:" + limiter.client_key(request)
 
 
 def user_or_ip_key(request: Request, limiter: RateLimiter) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Response, status
+from fastapi import APIRouter, Form, Request, Response, status
 
-from oms.schemas import TokenOut, UserOut, UserRegister
+from oms.schemas import TokenOut, UserOut, UserRegister, login_email
 from oms.security.passwords import hash_password_async, verify_password_async
 from oms.security.tokens import issue_access_token
 from oms.users.repository import UserRepository
@@ -58,12 +58,20 @@ async def token(
     password: Annotated[str, Form(max_length=128, pattern=NO_CONTROL_CHARS)],
     session: SessionDep,
     state: StateDep,
+    request: Request,
     response: Response,
 ) -> TokenOut:
+    # Normalised as at registration, so the address registered is the address that logs in.
+    email = login_email(username)
+    # Per account and client, whether the account exists or not: a 429 proves nothing, and
+    # the hash below is not computed for a client out of tries.
+    await state.rate_limiter.count_login_attempt(email, request)
     async with session.begin():
-        user = await UserRepository(session).get_by_email(username.strip())
+        user = await UserRepository(session).get_by_email(email)
     # verify_password checks a dummy hash when the user is unknown: same cost either way.
     valid = await verify_password_async(password, user.hashed_password if user else None)
+    if valid:
+        await state.rate_limiter.forget_login_failures(email, request)
     if user is None or not valid:
         raise ProblemError(
             401,
