@@ -73,6 +73,30 @@ class HttpServerSettings(_Section):
         le=65535,
         description="Serve /metrics on this port instead of the API port (0: on the API port).",
     )
+    HTTP_HEAD_TIMEOUT_SECONDS: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "From a connection's opening, or the end of its previous answer, to a complete "
+            "request head; a partial head is then answered 408, an idle connection closed."
+        ),
+    )
+    HTTP_BODY_TIMEOUT_SECONDS: float = Field(
+        default=30.0,
+        gt=0,
+        description="From a complete request head to the end of its body; then 408 and close.",
+    )
+    HTTP_KEEP_ALIVE_TIMEOUT_SECONDS: float = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after this."
+    )
+    HTTP_MAX_CONNECTIONS: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Open connections (and requests in progress) per API process; a request beyond "
+            "them is answered 503 and its connection closed."
+        ),
+    )
 
 
 class DatabaseSettings(_Section):
