@@ -46,10 +46,11 @@ def main() -> None:
         # happen before the workers import prometheus_client (they inherit the variable).
         prepare_multiprocess_dir("oms-api-")
     if settings.API_METRICS_PORT:
-        from prometheus_client import start_http_server
+        from oms.pipeline.probes import MetricsServer
 
-        # In this (the supervising) process: one port whatever the number of workers.
-        start_http_server(settings.API_METRICS_PORT, settings.HOST, registry=scrape_registry())
+        # In this (the supervising) process: one port whatever the number of workers. Bounded
+        # like the probe ports (prometheus_client's own server keeps idle connections forever).
+        MetricsServer(settings.HOST, settings.API_METRICS_PORT, scrape_registry()).start()
     uvicorn.run("oms_api.main:serve_app", factory=True, **server_options(settings))
 
 
