@@ -477,8 +477,9 @@ class Run:
         try:
             return int(
                 await connection.fetchval(
-                    "INSERT INTO users (email, hashed_password, role, created_at) "
-                    "VALUES ('pgbench@example.com', 'x', 'user', now()) RETURNING id"
+                    "INSERT INTO users (email, hashed_password, role, created_at, account_key) "
+                    "VALUES ('pgbench@example.com', 'x', 'user', now(), gen_random_uuid()) "
+                    "RETURNING id"
                 )
             )
         finally:
@@ -496,7 +497,8 @@ class Run:
     def token_like_the_api(self) -> str:
         """A token shaped like the API's (same key, same claims), for the baseline's requests."""
         settings = Settings(_env_file=None, JWT_PRIVATE_KEY_PATH=self.workdir / "jwt.pem")
-        return issue_access_token(settings, KeyStore(settings).current(), 1, UserRole.USER)[0]
+        keys = KeyStore(settings).current()
+        return issue_access_token(settings, keys, 1, UserRole.USER, account_key=uuid.uuid4())[0]
 
     async def fetch(self, query: str, *args: object) -> list[Any]:
         connection = await self.infra.connect(self.database)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,13 @@ class Account:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def account_key(self) -> uuid.UUID:
+        """The account its token was issued to (claim `akey`)."""
+        import jwt
+
+        return uuid.UUID(jwt.decode(self.token, options={"verify_signature": False})["akey"])
 
 
 AccountFactory = Callable[..., Awaitable[Account]]

@@ -184,17 +184,23 @@ async def test_bad_tokens_get_401_with_www_authenticate(
         token = f"{header}.{_b64(json.dumps(decoded).encode())}.{signature}"
     elif kind == "expired":
         past = datetime.now(UTC) - timedelta(hours=2)
-        token, _ = issue_access_token(settings, keys, alice.id, _role("user"), now=past)
+        token, _ = issue_access_token(
+            settings, keys, alice.id, _role("user"), now=past, account_key=alice.account_key
+        )
     elif kind in {"audience", "issuer"}:
         other = settings.model_copy(
             update={"JWT_AUDIENCE": "someone-else"}
             if kind == "audience"
             else {"JWT_ISSUER": "someone-else"}
         )
-        token, _ = issue_access_token(other, keys, alice.id, _role("user"))
+        token, _ = issue_access_token(
+            other, keys, alice.id, _role("user"), account_key=alice.account_key
+        )
     elif kind == "unknown-key":
         stranger = build_key_set(generate_private_key())
-        token, _ = issue_access_token(settings, stranger, alice.id, _role("user"))
+        token, _ = issue_access_token(
+            settings, stranger, alice.id, _role("user"), account_key=alice.account_key
+        )
     else:
         token = "not.a.jwt"
     response = await client.get(
@@ -238,7 +244,11 @@ async def test_rotated_out_key_stays_valid_while_published_in_jwks(
             "/register", json={"email": "r@example.com", "password": "abc12"}
         )
         user_id = registered.json()["id"]
-        old_token, _ = issue_access_token(settings, build_key_set(old), user_id, _role("user"))
+        login = await client.post("/token", data={"username": "r@example.com", "password": "abc12"})
+        account_key = Account(user_id, "", "", login.json()["access_token"]).account_key
+        old_token, _ = issue_access_token(
+            settings, build_key_set(old), user_id, _role("user"), account_key=account_key
+        )
         jwks = (await client.get("/.well-known/jwks.json")).json()
         assert len(jwks["keys"]) == 2
         ok = await client.get(

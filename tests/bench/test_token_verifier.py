@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,11 +14,13 @@ from oms.settings import Settings
 
 SETTINGS = Settings(_env_file=None, JWT_LEEWAY_SECONDS=30, JWT_ACCESS_TOKEN_EXPIRE_MINUTES=60)
 KEYS = build_key_set(generate_private_key())
+# Every token names an account (claim `akey`); these tests only look at verification.
+ACCOUNT_KEY = uuid.uuid4()
 
 
 def test_a_remembered_token_gives_the_same_claims() -> None:
     verifier = TokenVerifier(SETTINGS)
-    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.ADMIN)
+    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.ADMIN, account_key=ACCOUNT_KEY)
     first = verifier.verify(KEYS, token)
     assert verifier.verify(KEYS, token) == first
     assert (first.user_id, first.role) == (7, UserRole.ADMIN)
@@ -26,7 +29,9 @@ def test_a_remembered_token_gives_the_same_claims() -> None:
 def test_a_remembered_token_still_expires_with_the_same_leeway() -> None:
     verifier = TokenVerifier(SETTINGS)
     issued = datetime.now(UTC)
-    token, lifetime = issue_access_token(SETTINGS, KEYS, 7, UserRole.USER, now=issued)
+    token, lifetime = issue_access_token(
+        SETTINGS, KEYS, 7, UserRole.USER, now=issued, account_key=ACCOUNT_KEY
+    )
     claims = verifier.verify(KEYS, token)
     expiry = claims.expires_at
     assert verifier.verify(KEYS, token, now=expiry + timedelta(seconds=29)) == claims
@@ -37,7 +42,7 @@ def test_a_remembered_token_still_expires_with_the_same_leeway() -> None:
 
 def test_a_new_key_set_verifies_again_and_drops_rotated_out_keys() -> None:
     verifier = TokenVerifier(SETTINGS)
-    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.USER)
+    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.USER, account_key=ACCOUNT_KEY)
     verifier.verify(KEYS, token)
     rotated = build_key_set(generate_private_key())  # the old public key is not published
     with pytest.raises(InvalidTokenError, match="unknown key id"):
@@ -48,13 +53,13 @@ def test_a_new_key_set_verifies_again_and_drops_rotated_out_keys() -> None:
 
 def test_refused_tokens_are_refused_every_time() -> None:
     verifier = TokenVerifier(SETTINGS)
-    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.USER)
+    token, _ = issue_access_token(SETTINGS, KEYS, 7, UserRole.USER, account_key=ACCOUNT_KEY)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     for _ in range(2):
         with pytest.raises(InvalidTokenError):
             verifier.verify(KEYS, forged)
     other_audience = Settings(_env_file=None, JWT_AUDIENCE="someone-else")
-    foreign, _ = issue_access_token(other_audience, KEYS, 7, UserRole.USER)
+    foreign, _ = issue_access_token(other_audience, KEYS, 7, UserRole.USER, account_key=ACCOUNT_KEY)
     for _ in range(2):
         with pytest.raises(InvalidTokenError):
             verifier.verify(KEYS, foreign)
@@ -62,7 +67,10 @@ def test_refused_tokens_are_refused_every_time() -> None:
 
 def test_memory_is_bounded_and_evicted_tokens_verify_again() -> None:
     verifier = TokenVerifier(SETTINGS, max_entries=2)
-    tokens = [issue_access_token(SETTINGS, KEYS, user, UserRole.USER)[0] for user in (1, 2, 3)]
+    tokens = [
+        issue_access_token(SETTINGS, KEYS, user, UserRole.USER, account_key=ACCOUNT_KEY)[0]
+        for user in (1, 2, 3)
+    ]
     claims = [verifier.verify(KEYS, token) for token in tokens]
     assert len(verifier._verified) == 2
     assert [verifier.verify(KEYS, token).user_id for token in tokens] == [1, 2, 3]

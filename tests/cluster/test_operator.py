@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import aio_pika
@@ -22,6 +23,9 @@ from tests.cluster.support import (
     wait_until,
 )
 from tests.operator.observe import condition, scrape
+
+# Every token names an account (claim `akey`); these tests only look at its signature.
+ACCOUNT_KEY = uuid.uuid4()
 
 
 def key_state(release: Release) -> dict[str, Any] | None:
@@ -90,7 +94,7 @@ def test_creates_the_key_secret_owned_by_the_ordersystem(release: Release) -> No
     # The API's key loader takes the Secret as mounted; a token it signs verifies.
     settings, keys = api_key_set(release.workdir / "created", state["data"])
     assert keys.signing_kid == state["kid"]
-    token, _ = issue_access_token(settings, keys, 7, UserRole.USER)
+    token, _ = issue_access_token(settings, keys, 7, UserRole.USER, account_key=ACCOUNT_KEY)
     assert verify_access_token(settings, keys, token).user_id == 7
     assert release.operator.running, release.operator.logs()
 
@@ -168,7 +172,9 @@ def test_repairs_a_corrupted_key_secret(release: Release) -> None:
 def test_rotates_publishing_before_signing(release: Release) -> None:
     before = wait_until(lambda: key_state(release), timeout=30)
     old_settings, old_keys = api_key_set(release.workdir / "before-rotation", before["data"])
-    old_token, _ = issue_access_token(old_settings, old_keys, 42, UserRole.ADMIN)
+    old_token, _ = issue_access_token(
+        old_settings, old_keys, 42, UserRole.ADMIN, account_key=ACCOUNT_KEY
+    )
     # The key is younger than an hour; a keySize change starts a rotation at once.
     jwt: dict[str, Any] = {"rotationInterval": "1h", "propagationDelay": "5s", "keySize": 3072}
     patch = {"spec": {"jwt": jwt}}

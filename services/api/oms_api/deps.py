@@ -15,7 +15,7 @@ from limits import RateLimitItem
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oms.orders.service import OrderService
-from oms.security.tokens import InvalidTokenError, TokenClaims
+from oms.security.tokens import UNBOUND_TOKEN, InvalidTokenError, TokenClaims
 from oms_api.metrics import CACHE_ERRORS
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError, ProblemType
@@ -112,9 +112,8 @@ async def authenticate(
         if through_gate is not None:
             return through_gate
     access = await state.access.access(verified.user_id)
-    result = _judged(
-        request, verified, admitted=access.admits(verified.generation), active=access.active
-    )
+    admitted = access.admits(verified.generation, verified.account_key)
+    result = _judged(request, verified, admitted=admitted, active=access.active)
     if limit is not None:
         await limit.count(request)
     return result
@@ -131,6 +130,13 @@ async def resolve_optional_claims(
     return await authenticate(request, state, token)
 
 
+# Tokens issued before they named their account are refused once after that upgrade.
+UNBOUND_TOKEN_DETAIL = (
+    "The bearer token was issued before an upgrade and is no longer accepted; request a new "
+    "one at /token."
+)
+
+
 async def require_claims(
     result: Annotated[BearerResult, Depends(resolve_optional_claims)],
 ) -> TokenClaims:
@@ -142,7 +148,9 @@ async def require_claims(
         )
     raise ProblemError(
         401,
-        "The bearer token is invalid or expired; request a new one at /token.",
+        UNBOUND_TOKEN_DETAIL
+        if result.failure == UNBOUND_TOKEN
+        else "The bearer token is invalid or expired; request a new one at /token.",
         kind=ProblemType.INVALID_TOKEN,
         title="Invalid token",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
@@ -194,6 +202,7 @@ class RouteLimit:
             outcome = await state.gate.admit(
                 claims.user_id,
                 claims.generation,
+                claims.account_key,
                 limit,
                 state.gate.cache_key(order_id) if order_id else None,
             )

@@ -1,13 +1,13 @@
 """The request gate: revocation, rate limit and (on order reads) the cache in ONE Redis round trip.
 
 A request with a valid bearer token needs three things from Redis before it can be answered:
-whether the user's tokens still count (`user:{id}:access`, oms.users.access), a hit on the
-route's moving-window limit (limits' storage format, so the `limits` library and this script
-count the same window), and on `GET /orders/{id}/` the cached order (`order:{id}`). Three round
-trips cost more CPU in redis-py than the rest of a cached read together (issue 15 profiles), so
-one Lua script does all three: it reads the access entry and decides, as `resolve_optional_claims`
-does, whether the limit is counted per user (token admitted) or per client IP (revoked); it reads
-the cached body only for an admitted token.
+whether the token's account still holds the id and its tokens still count (`user:{id}:access`,
+oms.users.access), a hit on the route's moving-window limit (limits' storage format, so the
+`limits` library and this script count the same window), and on `GET /orders/{id}/` the cached
+order (`order:{id}`). Three round trips cost more CPU in redis-py than the rest of a cached read
+together (issue 15 profiles), so one Lua script does all three: it reads the access entry and
+decides, as `resolve_optional_claims` does, whether the limit is counted per user (token admitted)
+or per client IP (revoked); it reads the cached body only for an admitted token.
 
 The cache and the limit counters live in different Redis databases of one server (REDIS_URL
 /0, REDIS_URL_RATE_LIMIT /1): a script may SELECT another database for its own duration without
@@ -19,6 +19,7 @@ the caller takes the ordinary path, one store at a time, with the same outcome.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,16 +29,18 @@ from redis.asyncio import Redis
 from oms.cache import order_key
 
 # KEYS: access entry, limit key per user, limit key per IP, cache key ("" = no cache read).
-# ARGV: token generation, limit database ("" = same), limit on ("1"/"0"), now, amount, expiry.
+# ARGV: token generation, limit database ("" = same), limit on ("1"/"0"), now, amount, expiry,
+# token account key (hex). The access entry is oms.users.access.UserAccess.encode()'s
+# "generation:active:account key"; the token is admitted only when all three agree.
 # Returns {0} when the access entry is missing or unreadable (caller asks the database), else
 # {1, admitted, active, acquired, oldest window entry or false, entries in window, body or false}.
 # The limit part is limits' acquire_moving_window.lua (amount 1) then moving_window.lua.
 _GATE = """
 local access = redis.call('GET', KEYS[1])
 if not access then return {0} end
-local generation, active = string.match(access, '^(%d+):([01])$')
+local generation, active, account = string.match(access, '^(%d+):([01]):(%x*)$')
 if not generation then return {0} end
-local admitted = active == '1' and generation == ARGV[1]
+local admitted = active == '1' and generation == ARGV[1] and account == ARGV[7]
 local on = active == '1' and 1 or 0
 local body = false
 if admitted and KEYS[4] ~= '' then
@@ -138,6 +141,7 @@ class RequestGate:
         self,
         user_id: int,
         generation: int,
+        account_key: uuid.UUID,
         limit: tuple[RateLimitItem, str, str, str] | None,
         cache_key: str | None = None,
     ) -> GateOutcome | None:
@@ -156,6 +160,7 @@ class RequestGate:
             ]
             now = time.time()
             args = [generation, self._limit_db, "1", now, item.amount, item.get_expiry()]
+        args.append(account_key.hex)
         answer = await self._script(keys=keys, args=args)
         if not answer[0]:
             return None

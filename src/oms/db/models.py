@@ -85,8 +85,17 @@ class UserRole(enum.StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    # An id is never handed out twice, so nothing keyed by a deleted user's id (tokens, the
+    # access entry, cached orders) can ever describe a new account. PostgreSQL's sequence never
+    # goes back; SQLite without AUTOINCREMENT reuses the highest id once its row is deleted.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Random and never changed: every token carries it (claim `akey`), so a token belongs to this
+    # account itself, not merely to its id and a generation counter that starts at 0 for anyone.
+    account_key: Mapped[uuid.UUID] = mapped_column(
+        Uuid, nullable=False, unique=True, default=uuid.uuid4
+    )
     # Stored lower-cased: the unique constraint then makes emails case-insensitive.
     email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
     hashed_password: Mapped[str] = mapped_column(String(255), nullable=False)

@@ -15,6 +15,12 @@ from oms.settings import AuthSettings
 
 ALGORITHM = "RS256"
 
+# The claim binding a token to its account (oms.db.models.User.account_key).
+ACCOUNT_KEY_CLAIM = "akey"
+# Why a token without that claim is refused: it was issued before tokens were bound to the
+# account, and its `sub` and `gen` alone could describe another account.
+UNBOUND_TOKEN = "token predates account binding"
+
 
 class InvalidTokenError(Exception):
     """The token must not be trusted; `reason` is safe to log (it never holds the token)."""
@@ -30,6 +36,7 @@ class TokenClaims:
     role: UserRole
     jti: str
     expires_at: datetime
+    account_key: uuid.UUID  # the account it was issued to (see oms.users.access)
     generation: int = 0  # the user's token generation at issue (see oms.users.access)
 
 
@@ -40,6 +47,7 @@ def issue_access_token(
     role: UserRole,
     now: datetime | None = None,
     *,
+    account_key: uuid.UUID,
     generation: int = 0,
 ) -> tuple[str, int]:
     issued = now or datetime.now(UTC)
@@ -52,6 +60,7 @@ def issue_access_token(
         "exp": issued + lifetime,
         "jti": uuid.uuid4().hex,
         "gen": generation,
+        ACCOUNT_KEY_CLAIM: account_key.hex,
         "iss": settings.JWT_ISSUER,
         "aud": settings.JWT_AUDIENCE,
     }
@@ -85,12 +94,15 @@ def verify_access_token(settings: AuthSettings, keys: KeySet, token: str) -> Tok
         raise InvalidTokenError("token expired") from error
     except jwt.InvalidTokenError as error:
         raise InvalidTokenError(f"invalid token: {type(error).__name__}") from error
+    if ACCOUNT_KEY_CLAIM not in claims:
+        raise InvalidTokenError(UNBOUND_TOKEN)
     try:
         return TokenClaims(
             user_id=int(claims["sub"]),
             role=UserRole(claims.get("role", UserRole.USER.value)),
             jti=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            account_key=uuid.UUID(hex=str(claims[ACCOUNT_KEY_CLAIM])),
             generation=_generation(claims.get("gen", 0)),
         )
     except (ValueError, TypeError) as error:

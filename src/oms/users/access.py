@@ -4,18 +4,28 @@ Every user has a token generation; each token carries the generation it was issu
 `gen` claim). Disabling, re-enabling or revoking a user bumps the generation in the database, so
 every token issued before stops matching at once; a deleted user has no generation at all.
 
+A generation alone only says "the n-th batch of tokens of whoever has this id": it starts at 0
+for every account. So each token also carries its account's key (claim `akey`, a random UUID set
+when the account is created and never changed), and a token is admitted only by the account it
+was issued to: never by one that later holds the same id (ids are not reused either, see
+oms.db.models.User), nor by a row put back in place of a deleted one.
+
 The API asks an `AccessBook` on every request that carries a valid token, cached reads included.
-With Redis the book keeps `user:{id}:access` ("generation:active") for USER_STATE_CACHE_SECONDS
-and reads the database on a miss; the `oms user` commands write the new state there as soon as
-they commit, so the change is seen by every API process at once. A value is only replaced by one
-of a higher generation, so a reader that loaded the row just before a change cannot put the old
-state back. In the embedded mode (no Redis) the book reads the database every time: the commands
-run in another process and could not reach an in-memory copy.
+With Redis the book keeps `user:{id}:access` ("generation:active:account key hex", the key empty
+for a deleted user) for USER_STATE_CACHE_SECONDS and reads the database on a miss; an entry in
+another format (written before account keys) counts as a miss and is replaced; the `oms user`
+commands write the new state there as soon as they commit, so the change is seen by every API
+process at once. A value is never replaced by one of a lower generation, so a reader that loaded
+the row just before a change cannot put the old state back. In the embedded mode (no Redis) the
+book reads the database every time: the commands run in another process and could not reach an
+in-memory copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,7 +41,7 @@ from oms.db.models import Order, User
 # A deleted user: higher than any generation a row can reach, and never active.
 DELETED_GENERATION = 2**62
 
-# KEYS[1] = key; ARGV = generation, "generation:active", ttl seconds.
+# KEYS[1] = key; ARGV = generation, the encoded UserAccess, ttl seconds.
 _SET_IF_NEWER = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -49,23 +59,35 @@ return 1
 class UserAccess:
     generation: int
     active: bool
+    # The account that holds the id; None once it is deleted.
+    account_key: uuid.UUID | None
 
-    def admits(self, token_generation: int) -> bool:
-        return self.active and token_generation == self.generation
+    def admits(self, token_generation: int, token_account_key: uuid.UUID) -> bool:
+        return (
+            self.active
+            and token_generation == self.generation
+            and token_account_key == self.account_key
+        )
 
     def encode(self) -> str:
-        return f"{self.generation}:{int(self.active)}"
+        key = self.account_key.hex if self.account_key is not None else ""
+        return f"{self.generation}:{int(self.active)}:{key}"
 
     @classmethod
     def decode(cls, raw: bytes | str) -> UserAccess | None:
+        """None for anything `encode` does not write (the caller asks the database)."""
         text = raw.decode() if isinstance(raw, bytes) else raw
-        generation, _, active = text.partition(":")
-        if not generation.isdigit() or active not in ("0", "1"):
+        match = _ENCODED.fullmatch(text)
+        if match is None:
             return None
-        return cls(int(generation), active == "1")
+        generation, active, key = match.groups()
+        return cls(int(generation), active == "1", uuid.UUID(hex=key) if key else None)
 
 
-GONE = UserAccess(DELETED_GENERATION, active=False)
+# What `UserAccess.encode` writes; the request gate's script (oms_api.gate) parses the same.
+_ENCODED = re.compile(r"([0-9]+):([01]):([0-9a-f]{32})?")
+
+GONE = UserAccess(DELETED_GENERATION, active=False, account_key=None)
 
 
 async def load_access(
@@ -74,12 +96,14 @@ async def load_access(
     async with session_factory() as session:
         row = (
             await session.execute(
-                select(User.token_generation, User.disabled_at).where(User.id == user_id)
+                select(User.token_generation, User.disabled_at, User.account_key).where(
+                    User.id == user_id
+                )
             )
         ).one_or_none()
     if row is None:
         return GONE
-    return UserAccess(row.token_generation, row.disabled_at is None)
+    return UserAccess(row.token_generation, row.disabled_at is None, row.account_key)
 
 
 class AccessBook(Protocol):
@@ -153,12 +177,12 @@ async def _bump(session: AsyncSession, user_id: int, *, disabled: bool | None) -
             update(User)
             .where(User.id == user_id)
             .values(**values)
-            .returning(User.token_generation, User.disabled_at)
+            .returning(User.token_generation, User.disabled_at, User.account_key)
         )
     ).one_or_none()
     if row is None:
         raise UnknownUserError(user_id)
-    return UserAccess(row.token_generation, row.disabled_at is None)
+    return UserAccess(row.token_generation, row.disabled_at is None, row.account_key)
 
 
 async def change_access(

@@ -93,6 +93,7 @@ async def token(
         state.keys.current(),
         user.id,
         user.role,
+        account_key=user.account_key,
         generation=user.token_generation,
     )
     # RFC 6749 §5.1: a token answer must not be kept by any cache.
