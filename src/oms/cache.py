@@ -26,6 +26,10 @@ return 1
 
 
 class OrderCache(Protocol):
+    # Whether every process sees the same entries (and so every deletion): a process-local
+    # cache cannot hear that `oms user delete`, run in another process, removed an order.
+    shared: bool
+
     async def get(self, order_id: str) -> bytes | None: ...
 
     async def put(self, order_id: str, version: int, body: bytes) -> bool: ...
@@ -42,6 +46,8 @@ def order_key(prefix: str, order_id: str) -> str:
 
 
 class RedisOrderCache:
+    shared = True
+
     def __init__(self, redis: Redis, ttl_seconds: int, prefix: str = "") -> None:
         self._redis = redis
         self._ttl = ttl_seconds
@@ -75,6 +81,8 @@ class RedisOrderCache:
 
 class MemoryOrderCache:
     """Same contract in process memory, for the single-process embedded default."""
+
+    shared = False
 
     def __init__(self, ttl_seconds: int, max_entries: int = 10_000) -> None:
         self._ttl = ttl_seconds

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from oms.db.models import UserRole
 from oms.db.session import create_engine, create_session_factory
-from oms.schemas import UserRegister
+from oms.schemas import UserRegister, login_email
 from oms.security.keys import generate_private_key, key_id, private_key_to_pem
 from oms.security.passwords import configure_password_hashing, hash_password_async
 from oms.settings import DatabaseSettings, UserAdminSettings
@@ -105,7 +105,8 @@ async def manage_user(settings: UserAdminSettings, action: str, email: str) -> i
     book = build_access_book(settings, sessions, redis)
     try:
         async with sessions() as session:
-            user = await UserRepository(session).get_by_email(email)
+            # The address as registration stored it (IDNA domain, NFC, case), as /token does.
+            user = await UserRepository(session).get_by_email(login_email(email))
         if user is None:
             print(f"no user with email {email}", file=sys.stderr)
             return 1

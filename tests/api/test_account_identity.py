@@ -182,6 +182,30 @@ async def test_a_deleted_admins_token_gets_nothing(
     assert still.json()["status"] == "PENDING"
 
 
+async def test_no_one_reads_a_deleted_accounts_order_from_any_cache(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """Not even an admin: embedded, the order stays in this process's memory after the
+    command in another process deleted it, and an admin may read anyone's order."""
+    admin = await login_admin(settings, client, "boss@example.com")
+    alice = await register(client, "alice@example.com")
+    alices_order = await place_order(client, alice)
+    assert (await client.get(f"/orders/{alices_order}/", headers=admin.headers)).status_code == 200
+    assert await manage_user(settings, "delete", alice.email) == 0
+
+    assert_problem(await client.get(f"/orders/{alices_order}/", headers=admin.headers), 404)
+
+
+async def test_the_user_command_finds_an_account_by_the_address_it_registered_with(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """`oms user` normalises the address as registration and /token do (IDNA domain, NFD)."""
+    for address in ("carol@xn--bcher-kva.example", "Bu\u0308cher@example.com"):
+        account = await register(client, address)
+        assert await manage_user(settings, "disable", address) == 0
+        assert_problem(await client.get(f"/orders/user/{account.id}", headers=account.headers), 401)
+
+
 # --- tokens are bound to the account, not to the id ---------------------------------------------
 
 

@@ -118,6 +118,10 @@ class ObservedOrderCache:
             self._failed("delete", order_id)
 
     @property
+    def shared(self) -> bool:
+        return self._inner.shared
+
+    @property
     def inner(self) -> OrderCache:
         """The cache itself, uncounted and with its errors."""
         return self._inner

@@ -306,9 +306,14 @@ class OrderService:
         if not cache_read:
             cached = await self._cache.get(str(order_id))
         if cached is not None:
-            if not can_see(viewer, int(orjson.loads(cached)["user_id"])):
+            owner_id = int(orjson.loads(cached)["user_id"])
+            if not can_see(viewer, owner_id):
                 raise OrderNotFoundError(order_id)
-            return cached
+            # An owner's own read is safe from any cache (a deleted owner's token is refused),
+            # but an admin reading someone else's order from a process-local copy could see an
+            # order whose account was deleted by another process: ask the database instead.
+            if self._cache.shared or owner_id == viewer.user_id:
+                return cached
         async with self._sessions() as session, session.begin():
             order = await session.get(Order, order_id)
         if order is None or not can_see(viewer, order.user_id):
