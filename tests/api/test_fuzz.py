@@ -1,4 +1,5 @@
-"""Schema-driven fuzzing of the running API: no generated request may get a 5xx."""
+"""Fuzzing of the running API: no generated request may get a 5xx, and the HTTP layer keeps its
+limits whatever the shape of the request (trailers, pipelining, requests cut short)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,26 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from oms.settings import HttpServerSettings
+from tests.api.test_http_guards import chunked_post, connect, exchange, read_until_closed, statuses
+from tests.api.test_live_limits import status_and_body
 from tests.live import LiveApi, live_api
+
+HEAD_LIMIT: int = HttpServerSettings.model_fields["MAX_REQUEST_HEADER_BYTES"].default
+# Short, so that requests cut short are answered quickly.
+READ_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def fuzz_target(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveApi, dict[str, str]]]:
-    with live_api(tmp_path_factory.mktemp("fuzz"), RATE_LIMIT_ENABLED="false") as api:
+    with live_api(
+        tmp_path_factory.mktemp("fuzz"),
+        RATE_LIMIT_ENABLED="false",
+        HTTP_HEAD_TIMEOUT_SECONDS=str(READ_TIMEOUT),
+        HTTP_BODY_TIMEOUT_SECONDS=str(READ_TIMEOUT),
+    ) as api:
         with httpx.Client(base_url=api.url) as http:
             assert (
                 http.post(
@@ -180,3 +193,101 @@ def test_extreme_cursors_and_user_ids_are_never_a_server_error(
             f"{api.url}{path}", params={"cursor": cursor}, headers=auth, timeout=10
         )
         assert response.status_code in {200, 403, 404, 422}, (path, response.text)
+
+
+# --- the HTTP layer: trailers, pipelined heads, requests cut short -------------------------------
+
+ORDER = b'{"items": [{"name": "pen", "quantity": 1}], "total_price": "3.10"}'
+field_names = st.sampled_from(["Authorization", "X-Request-ID", "Content-Type", "Expect"]) | (
+    st.from_regex(r"X-[A-Za-z0-9-]{1,20}", fullmatch=True)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    fields=st.lists(st.tuples(field_names, st.integers(0, HEAD_LIMIT)), max_size=6),
+    authenticated=st.booleans(),
+)
+def test_trailers_are_bounded_and_never_become_headers(
+    fuzz_target: tuple[LiveApi, dict[str, str]],
+    fields: list[tuple[str, int]],
+    authenticated: bool,
+) -> None:
+    api, auth = fuzz_target
+    token = auth["Authorization"]
+
+    def value(name: str, size: int) -> str:
+        if name == "Authorization":
+            return token  # a valid token: it must still not authenticate from a trailer
+        if name == "X-Request-ID":
+            return f"trailer-{size}"
+        return "v" * size
+
+    trailers = "".join(f"{name}: {value(name, size)}\r\n" for name, size in fields).encode()
+    headers = f"Authorization: {token}\r\n".encode() if authenticated else b""
+    answer = exchange(api, chunked_post("/orders/", ORDER, headers, trailers))
+    status, answer_headers, _ = status_and_body(answer)
+    if len(trailers) > HEAD_LIMIT:
+        assert status == 431, answer[:300]
+    else:
+        assert status == (201 if authenticated else 401), answer[:300]
+        trailer_ids = {
+            value("X-Request-ID", size) for name, size in fields if name == "X-Request-ID"
+        }
+        assert answer_headers["x-request-id"] not in trailer_ids
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    first_padding=st.integers(0, HEAD_LIMIT // 2),
+    sizes=st.lists(st.integers(0, HEAD_LIMIT), min_size=1, max_size=6),
+    in_the_path=st.booleans(),
+)
+def test_a_pipelined_head_is_held_to_the_limit_like_the_first(
+    fuzz_target: tuple[LiveApi, dict[str, str]],
+    first_padding: int,
+    sizes: list[int],
+    in_the_path: bool,
+) -> None:
+    api, _ = fuzz_target
+    first = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * first_padding + b"\r\n\r\n"
+    query = b"q" * sizes[0] if in_the_path else b""
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"f" * size) for i, size in enumerate(sizes))
+    second = b"GET /health?" + query + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields
+    codes = statuses(exchange(api, first + second + b"\r\n"))
+    if len(second) <= HEAD_LIMIT:
+        assert codes == [200, 200]
+    elif len(second) - len(b"GET  HTTP/1.1\r\n") > HEAD_LIMIT:  # what the parser reports
+        assert codes == [200, 431]
+    else:
+        assert codes in ([200, 200], [200, 431])
+
+
+def complete_requests(token: str) -> list[bytes]:
+    """Requests that each need every byte: any proper prefix leaves the server waiting."""
+    declared = (
+        f"POST /orders/ HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(ORDER)}\r\n\r\n"
+    ).encode()
+    return [
+        declared + ORDER,
+        chunked_post("/orders/", ORDER, f"Authorization: {token}\r\n".encode()),
+    ]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(which=st.integers(0, 1), cut=st.floats(0, 1, exclude_max=True))
+def test_a_request_cut_short_is_answered_408_or_closed_in_time(
+    fuzz_target: tuple[LiveApi, dict[str, str]], which: int, cut: float
+) -> None:
+    api, auth = fuzz_target
+    request = complete_requests(auth["Authorization"])[which]
+    prefix = request[: int(len(request) * cut)]
+    with connect(api) as sock:
+        sock.sendall(prefix)
+        answer, closed = read_until_closed(sock, READ_TIMEOUT + 5)
+    assert closed, f"still open after {len(prefix)} of {len(request)} bytes"
+    if prefix:
+        assert statuses(answer) == [408], answer[:300]
+    else:
+        assert answer == b""
