@@ -5,6 +5,7 @@ Each case was found by attacking the API; the numbers follow the findings of the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import uuid
@@ -497,3 +498,110 @@ async def test_several_workers_with_process_local_state_refuse_to_start() -> Non
         REDIS_URL_RATE_LIMIT="redis://127.0.0.1:6379/1",
     )
     assert unsafe_configuration(shared) == []
+
+
+# --- 10. the HTTP protocol itself: trailers and pipelined heads ------------------------------
+# In process, byte for byte; tests/api/test_http_guards.py attacks the real server the same way
+# (timeouts, memory, the connection limit).
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        peers = {"sockname": ("127.0.0.1", 8000), "peername": ("203.0.113.7", 50000)}
+        return peers.get(name, default)
+
+
+async def serve_bytes(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, head_limit: int = 1024
+) -> tuple[bytes, list[dict[str, str]]]:
+    """Feed `data` to the protocol in one read; what it wrote, and the headers each request
+    that reached the app carried."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from oms_api import server
+
+    limits = Settings(_env_file=None, MAX_REQUEST_HEADER_BYTES=head_limit)
+    monkeypatch.setattr(server, "get_api_settings", lambda: limits)
+    seen: list[dict[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        seen.append({name.decode(): value.decode() for name, value in scope["headers"]})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    protocol = server.GuardedHttpToolsProtocol(config, ServerState(), {})
+    transport = RecordingTransport()
+    transport.protocol = protocol
+    protocol.connection_made(transport)
+    protocol.data_received(data)
+    for _ in range(100):  # until every answer is out (each takes a few loop turns)
+        if transport.closed:
+            break
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return bytes(transport.written), seen
+
+
+async def test_trailers_are_dropped_not_merged_into_the_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = (
+        b"POST /orders/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n2\r\n{}\r\n0\r\n"
+        b"Authorization: Bearer from-a-trailer\r\nX-Request-ID: from-a-trailer\r\n\r\n"
+    )
+    written, seen = await serve_bytes(monkeypatch, request)
+    assert written.startswith(b"HTTP/1.1 200 ")
+    assert len(seen) == 1
+    assert "authorization" not in seen[0]
+    assert "x-request-id" not in seen[0]
+
+
+@pytest.mark.parametrize("where", ["headers", "trailers"])
+async def test_a_pipelined_head_or_trailers_over_the_limit_never_reach_the_app(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    first = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"f" * 200) for i in range(20))  # 4x the limit
+    if where == "headers":
+        second = b"GET /health HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    else:
+        second = (
+            b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n" + fields + b"\r\n"
+        )
+    written, seen = await serve_bytes(monkeypatch, first + second)
+    assert written.startswith(b"HTTP/1.1 200 ")  # the first is answered first
+    assert written.count(b"HTTP/1.1 ") == 2
+    assert b"HTTP/1.1 431 " in written
+    assert b"application/problem+json" in written
+    assert len(seen) == 1
