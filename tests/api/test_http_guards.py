@@ -125,6 +125,14 @@ def trickle(sock: socket.socket, data: bytes, interval: float, within: float) ->
             return
 
 
+KIND_BY_STATUS = {
+    401: "unauthorized",
+    408: "request-timeout",
+    431: "headers-too-large",
+    503: "too-many-connections",
+}
+
+
 def assert_problem(answer: bytes, status: int) -> dict[str, object]:
     code, headers, body = status_and_body(answer)
     assert code == status, answer[:300]
@@ -132,6 +140,7 @@ def assert_problem(answer: bytes, status: int) -> dict[str, object]:
     assert headers["connection"] == "close"
     document: dict[str, object] = json.loads(body)
     assert document["status"] == status
+    assert document["type"] == f"urn:oms:problem:{KIND_BY_STATUS[status]}"
     return document
 
 

@@ -58,6 +58,8 @@ class ProblemType(StrEnum):
     ACCOUNT_DISABLED = "account-disabled"
     PAYLOAD_TOO_LARGE = "payload-too-large"
     HEADERS_TOO_LARGE = "headers-too-large"
+    REQUEST_TIMEOUT = "request-timeout"
+    TOO_MANY_CONNECTIONS = "too-many-connections"
     BAD_REQUEST = "bad-request"
     CORS_REFUSED = "cors-refused"
     NOT_FOUND = "not-found"
@@ -79,6 +81,7 @@ _BY_STATUS: dict[int, tuple[ProblemType, str]] = {
     413: (ProblemType.PAYLOAD_TOO_LARGE, "Payload too large"),
     422: (ProblemType.VALIDATION_ERROR, "Request validation failed"),
     429: (ProblemType.RATE_LIMITED, "Too many requests"),
+    408: (ProblemType.REQUEST_TIMEOUT, "Request timeout"),
     431: (ProblemType.HEADERS_TOO_LARGE, "Request header fields too large"),
     500: (ProblemType.INTERNAL_ERROR, "Internal server error"),
 }

@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from oms.settings import ApiSettings, get_api_settings
-from oms_api.problems import PROBLEM_MEDIA_TYPE, status_defaults
+from oms_api.problems import PROBLEM_MEDIA_TYPE, ProblemType, status_defaults
 
 _HEAD_END = b"\r\n\r\n"
 # What a field costs on the wire beyond its name and value: ": " and the line end.
@@ -43,9 +43,12 @@ _FIELD_OVERHEAD = len(b": \r\n")
 Stage = Literal["between", "head", "body"]
 
 
-def problem_document(status: int, detail: str) -> bytes:
-    kind, title = status_defaults(status)
-    return orjson.dumps({"type": kind.uri, "title": title, "status": status, "detail": detail})
+def problem_document(status: int, detail: str, kind: ProblemType | None = None) -> bytes:
+    default_kind, title = status_defaults(status)
+    if kind is not None:
+        title = kind.value.replace("-", " ").capitalize()
+    uri = (kind or default_kind).uri
+    return orjson.dumps({"type": uri, "title": title, "status": status, "detail": detail})
 
 
 def problem_bytes(status: int, detail: str) -> bytes:
@@ -61,7 +64,11 @@ def problem_bytes(status: int, detail: str) -> bytes:
 
 async def over_capacity(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """uvicorn's answer beyond `limit_concurrency`, as a problem document."""
-    body = problem_document(503, "The server has too many open connections; try again later.")
+    body = problem_document(
+        503,
+        "The server has too many open connections; try again later.",
+        ProblemType.TOO_MANY_CONNECTIONS,
+    )
     await send(
         {
             "type": "http.response.start",
