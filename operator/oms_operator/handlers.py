@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import kopf
 
+from oms.pipeline.probes import MetricsServer
 from oms.telemetry import configure_tracing, shutdown_tracing
 from oms_operator import kube, metrics
 from oms_operator.config import OperatorConfig
@@ -86,7 +87,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     api: KubeApi | None = memo.get("kube")
     if api is not None:
         await api.close()
-    server: metrics.MetricsServer | None = memo.get("metrics_server")
+    server: MetricsServer | None = memo.get("metrics_server")
     if server is not None:
         server.stop()
     shutdown_tracing()

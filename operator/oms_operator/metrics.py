@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from oms.pipeline.probes import MetricsServer
 
 _LABELS = ("namespace", "ordersystem")
 
@@ -85,21 +84,8 @@ def forget(namespace: str, name: str) -> None:
             QUEUE_DEPTH.remove(*labels)
 
 
-@dataclass
-class MetricsServer:
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 def serve(host: str, port: int) -> MetricsServer:
-    server, thread = start_http_server(port, addr=host)
-    return MetricsServer(server, thread)
+    """`/metrics` on its own port, from the bounded server the services use: a read waits
+    only so long and connections beyond a bound are refused, so idle clients cannot pile up
+    a thread each (prometheus_client's own server has neither bound)."""
+    return MetricsServer(host, port, REGISTRY).start()

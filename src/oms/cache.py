@@ -26,9 +26,12 @@ return 1
 
 
 class OrderCache(Protocol):
-    # Whether every process sees the same entries (and so every deletion): a process-local
-    # cache cannot hear that `oms user delete`, run in another process, removed an order.
-    shared: bool
+    @property
+    def shared(self) -> bool:
+        """Whether every process sees the same entries (and so every deletion): a
+        process-local cache cannot hear that `oms user delete`, run in another process,
+        removed an order."""
+        ...
 
     async def get(self, order_id: str) -> bytes | None: ...
 
