@@ -150,6 +150,12 @@ class Rounds:
     # The FastAPI floor (bench/floor_app.py), run in the same rounds, right before the GET.
     floor: Sequence[WrkResult] = ()
     floor_cpu_s: Sequence[float] = ()
+    # The true floors, each right before the path it bounds: one Redis GET (before the cached
+    # GET) and one INSERT (before the create), same framework and server options.
+    redis_floor: Sequence[WrkResult] = ()
+    redis_floor_cpu_s: Sequence[float] = ()
+    insert_floor: Sequence[WrkResult] = ()
+    insert_floor_cpu_s: Sequence[float] = ()
 
 
 def per_cpu_second(results: Sequence[WrkResult], cpu_seconds: Sequence[float]) -> list[float]:
@@ -338,7 +344,22 @@ class Target:
         return "met" if met else "missed"
 
 
+# The fixed-rate tails of the previous pass's quiet run (bench/results/part3-quiet.json, the
+# latest.json it recorded): a later pass must not make them worse.
+PREVIOUS_PASS_P99_MS = {
+    "get_p99_ms_at_half": 7.362,
+    "create_p99_ms_at_half": 49.263,
+    "pipeline_lag_p99_ms_at_half": 79.427,
+}
+
 TARGETS: tuple[Target, ...] = (
+    # What a request and an order may cost against the true floors (CPU, the steady figure on
+    # a shared machine).
+    Target("get_cpu_vs_redis_floor", False, 2.0),
+    Target("create_cpu_vs_insert_floor", False, 3.0),
+    Target("order_cpu_ms_ours", False, 4.0),
+    *(Target(figure, False, bound) for figure, bound in PREVIOUS_PASS_P99_MS.items()),
+    # The previous pass's targets, still judged.
     Target("get_vs_floor", True, 0.5),
     Target("get_cpu_vs_floor", True, 0.5),
     Target("create_vs_pgbench", True, 0.3),
@@ -358,6 +379,8 @@ def target_table(
         {
             "figure": target.figure,
             "target": target.describe(),
+            "comparison": ">=" if target.at_least else "<=",
+            "bound": target.bound,
             "value": round(figures[target.figure], 3) if target.figure in figures else None,
             "verdict": target.verdict(figures),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import asyncpg
 from redis.asyncio import Redis
 from tests.harness import ServiceProcess
 
+from bench.costs import postgres_backend_database
 from bench.harness import (
     command_name,
     cpu_by_group,
@@ -176,54 +178,88 @@ class Infra:
 
 # --- CPU accounting ------------------------------------------------------------------------
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-# Infrastructure recognised by command name; everything else not ours counts as "other".
-KNOWN_COMMANDS = {
-    "postgres": "postgresql",
-    "beam.smp": "rabbitmq",
-    "redis-server": "redis",
-    "wrk": "wrk",
-    "py-spy": "py-spy",
-    "pgbench": "pgbench",
-}
+# Tools recognised by command name; everything else not ours counts as "other".
+KNOWN_COMMANDS = {"wrk": "wrk", "py-spy": "py-spy", "pgbench": "pgbench"}
+# The servers scripts/ensure-services.sh starts, by the command name of their top process; each
+# is charged with its whole process tree (PostgreSQL's backends, RabbitMQ's port programs).
+SERVER_COMMANDS = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}
+# PostgreSQL backends serving other databases (other people's tests on the shared server).
+OTHER_DATABASES = "postgresql_other_databases"
 
 
-def cpu_snapshot() -> tuple[dict[int, int], dict[int, str]]:
-    """CPU ticks and command name of every process right now."""
-    ticks: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _read(entry / "stat")
-            if stat:
-                pid = int(entry.name)
-                ticks[pid] = cpu_ticks(stat)
-                names[pid] = command_name(stat)
-    return ticks, names
+def proc_cmdline(pid: int) -> str:
+    return _read(Path(f"/proc/{pid}/cmdline")) or ""
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """Every process right now: CPU ticks, command name and parent."""
+
+    ticks: dict[int, int]
+    names: dict[int, str]
+    parents: dict[int, int]
+
+    @classmethod
+    def snapshot(cls) -> ProcessTable:
+        ticks: dict[int, int] = {}
+        names: dict[int, str] = {}
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                stat = _read(entry / "stat")
+                if stat:
+                    pid = int(entry.name)
+                    ticks[pid] = cpu_ticks(stat)
+                    names[pid] = command_name(stat)
+                    parents[pid] = parent_pid(stat)
+        return cls(ticks, names, parents)
+
+    def server_groups(
+        self, databases: frozenset[str], cmdline: Callable[[int], str] = proc_cmdline
+    ) -> dict[int, str]:
+        """The servers' process trees; backends of databases not in `databases` apart."""
+        group_of: dict[int, str] = {}
+        for pid, name in self.names.items():
+            group = SERVER_COMMANDS.get(name)
+            if group is None or self.names.get(self.parents.get(pid, 0)) == name:
+                continue
+            for member in descendants(pid, self.parents):
+                group_of[member] = group
+        for pid, group in list(group_of.items()):
+            if group == "postgresql":
+                database = postgres_backend_database(cmdline(pid))
+                if database is not None and database not in databases:
+                    group_of[pid] = OTHER_DATABASES
+        return group_of
 
 
 class CpuMeter:
-    """CPU seconds per service (process trees) and per infrastructure server during a phase."""
+    """CPU seconds per service (process trees) and per infrastructure server during a phase.
+    PostgreSQL is charged with its server processes and the backends of `databases` (the
+    run's own); backends of other databases go to `postgresql_other_databases`."""
 
-    def __init__(self, services: list[Service]) -> None:
+    def __init__(self, services: list[Service], databases: frozenset[str] = frozenset()) -> None:
         self._services = services
-        self._before, _names = cpu_snapshot()
+        self._databases = databases
+        self._before = ProcessTable.snapshot().ticks
         self._machine_before = machine_ticks(_read(Path("/proc/stat")) or "")
         self._started = time.monotonic()
 
-    def groups(self, names: dict[int, str]) -> dict[int, str]:
+    def groups(self, table: ProcessTable) -> dict[int, str]:
         group_of = {
-            pid: KNOWN_COMMANDS[name] for pid, name in names.items() if name in KNOWN_COMMANDS
+            pid: KNOWN_COMMANDS[name] for pid, name in table.names.items() if name in KNOWN_COMMANDS
         }
+        group_of.update(table.server_groups(self._databases))
         for service in self._services:
             if service.process is not None and service.running:
-                for pid in process_tree(service.process.pid):
+                for pid in descendants(service.process.pid, table.parents):
                     group_of[pid] = service.name
         group_of[os.getpid()] = "harness"
         return group_of
 
     def read(self) -> dict[str, float]:
-        after, names = cpu_snapshot()
-        used = cpu_by_group(self._before, after, self.groups(names), TICKS_PER_SECOND)
+        table = ProcessTable.snapshot()
+        used = cpu_by_group(self._before, table.ticks, self.groups(table), TICKS_PER_SECOND)
         busy, idle = machine_ticks(_read(Path("/proc/stat")) or "")
         # Includes processes that ended during the phase (pgbench, wrk, their backends).
         used["all_busy"] = round((busy - self._machine_before[0]) / TICKS_PER_SECOND, 2)

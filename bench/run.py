@@ -43,6 +43,12 @@ from typing import Any
 import httpx
 from tests.harness import ServiceNotReadyError, free_port, settings_environment
 
+from bench.costs import (
+    cost_per_order_ms,
+    order_cost_figures,
+    report_lines,
+    request_cost_figures,
+)
 from bench.harness import (
     OpenLoopResult,
     PipelineRun,
@@ -65,6 +71,7 @@ from bench.harness import (
     target_lines,
     top_shares,
 )
+from bench.plots import write_plots
 from bench.processes import (
     BenchSetupError,
     CpuMeter,
@@ -93,7 +100,7 @@ PASSWORD = "bench12345"
 # Far above what a 2-core machine can send: the limiter still runs (and costs what it costs),
 # it just never refuses.
 RAISED_LIMIT = "100000000/minute"
-SKIPPABLE = frozenset({"pgbench", "baseline", "pipeline", "floor", "open-loop"})
+SKIPPABLE = frozenset({"pgbench", "baseline", "pipeline", "floor", "open-loop", "sweep", "plots"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,8 @@ class Options:
     pgbench_clients: int
     get_ids: int
     open_loop_duration: float
+    sweep: tuple[float, ...]
+    sweep_duration: float
     output: Path
     keep_logs: Path
     profile: Path | None
@@ -142,6 +151,18 @@ class Options:
             help="seconds of each fixed-rate (vegeta) run",
         )
         parser.add_argument(
+            "--sweep",
+            default=env("BENCH_SWEEP", "0.25,0.75,0.9"),
+            help="shares of saturation for the extra fixed-rate runs of the latency plot "
+            "(half of saturation always runs)",
+        )
+        number(
+            "--sweep-duration",
+            type=float,
+            default=float(env("BENCH_SWEEP_DURATION", "5")),
+            help="seconds of each sweep run",
+        )
+        parser.add_argument(
             "--output", type=Path, default=Path(env("BENCH_OUTPUT", "bench/results/latest.json"))
         )
         parser.add_argument("--keep-logs", type=Path, default=REPO_DIR / "data" / "bench")
@@ -155,7 +176,8 @@ class Options:
             "--skip",
             default="",
             help="comma-separated phases to leave out while iterating (pgbench,baseline,"
-            "pipeline,floor,open-loop); a full run, the one to record, skips nothing",
+            "pipeline,floor,open-loop,sweep,plots); a full run, the one to record, skips "
+            "nothing",
         )
         args = parser.parse_args(argv)
         skip = frozenset(part.strip() for part in args.skip.split(",") if part.strip())
@@ -165,6 +187,12 @@ class Options:
             parser.error("--pipeline-orders must be at least 2000")
         if args.rounds < 1:
             parser.error("--rounds must be at least 1")
+        try:
+            sweep = tuple(float(part) for part in args.sweep.split(",") if part.strip())
+        except ValueError:
+            parser.error("--sweep takes comma-separated shares, e.g. 0.25,0.75")
+        if not all(0 < fraction <= 1 for fraction in sweep):
+            parser.error("--sweep shares must lie in (0, 1]")
         return cls(
             duration=args.duration,
             warmup=args.warmup,
@@ -177,6 +205,8 @@ class Options:
             pgbench_clients=args.pgbench_clients,
             get_ids=args.get_ids,
             open_loop_duration=args.open_loop_duration,
+            sweep=sweep,
+            sweep_duration=args.sweep_duration,
             output=args.output,
             keep_logs=args.keep_logs,
             profile=args.profile,
@@ -297,7 +327,7 @@ class Run:
     ) -> AsyncIterator[None]:
         """Who used the CPU while the block ran (details.cpu_seconds.<label>), and with
         --profile a py-spy recording of the `profiled` services for `seconds`."""
-        meter = CpuMeter(self.services)
+        meter = CpuMeter(self.services, frozenset({self.database, self.pgbench_database}))
         try:
             if profile:
                 async with self.profiled(label, seconds, *profiled):
@@ -473,13 +503,18 @@ class Run:
 
     # --- accounts and data ------------------------------------------------------------------
     async def pgbench_user(self) -> int:
-        connection = await self.infra.connect(self.pgbench_database)
+        return await self.direct_user(self.pgbench_database, "pgbench")
+
+    async def direct_user(self, database: str, name: str) -> int:
+        """A user row written straight into `database` (no API, no password): the owner of the
+        rows pgbench and the insert floor write."""
+        connection = await self.infra.connect(database)
         try:
             return int(
                 await connection.fetchval(
                     "INSERT INTO users (email, hashed_password, role, created_at, account_key) "
-                    "VALUES ('pgbench@example.com', 'x', 'user', now(), gen_random_uuid()) "
-                    "RETURNING id"
+                    "VALUES ($1, 'x', 'user', now(), gen_random_uuid()) RETURNING id",
+                    f"{name}@example.com",
                 )
             )
         finally:
@@ -583,17 +618,19 @@ class Run:
             await asyncio.gather(*(fetch(order_id) for order_id in order_ids))
 
     # --- phases -----------------------------------------------------------------------------
-    async def start_reference(self, name: str) -> str:
-        """The bare ASGI endpoint (`baseline`) or the FastAPI floor (`floor`), answering the
-        bytes of a cached order GET; its URL."""
+    async def start_reference(self, name: str, *argv: str, **env: object) -> str:
+        """The bare ASGI endpoint (`baseline`) or a floor (bench/floor_app.py, its kind in
+        `argv`), answering the bytes of a cached order GET; its URL."""
         port = free_port()
+        module = "bench.baseline_app" if name == "baseline" else "bench.floor_app"
         reference = self.service(
             name,
-            [sys.executable, "-m", f"bench.{name}_app"],
+            [sys.executable, "-m", module, *argv],
             f"http://127.0.0.1:{port}/",
             PORT=port,
             BENCH_BASELINE_BODY=sample_order_body().decode(),
             PYTHONPATH=REPO_DIR,
+            **env,
         ).start()
         await reference.wait_ready()
         return f"http://127.0.0.1:{port}"
@@ -717,6 +754,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def other_test_runs() -> int:
+    """How many test suites (`bin/pytest` processes) run on the machine besides us: the
+    figures of a run with any are those of a shared machine."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"bin/pytest" in cmdline:
+                count += 1
+    return count
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(
@@ -737,6 +789,45 @@ class Measured:
     pipeline_half: PipelineRun | None = None
     get_half: OpenLoopResult | None = None
     create_half: OpenLoopResult | None = None
+    # Fixed-rate runs at other shares of saturation (the half runs above included), per path.
+    sweep: dict[str, list[OpenLoopResult]] = field(default_factory=dict)
+
+
+@dataclass
+class Floors:
+    """URLs of the reference servers that run (None when skipped)."""
+
+    baseline: str | None = None
+    framework: str | None = None
+    redis: str | None = None
+    insert: str | None = None
+
+    @classmethod
+    async def start(cls, run: Run) -> Floors:
+        floors = cls()
+        if "baseline" not in run.options.skip:
+            floors.baseline = await run.start_reference("baseline")
+        if "floor" not in run.options.skip:
+            floors.framework = await run.start_reference("floor", "framework")
+            floors.redis = await run.start_reference("redis_floor", "redis")
+            owner = await run.direct_user(run.database, "insert-floor")
+            floors.insert = await run.start_reference(
+                "insert_floor", "insert", BENCH_FLOOR_USER_ID=owner
+            )
+        return floors
+
+
+@dataclass
+class RoundResults:
+    """wrk results per path, one per round."""
+
+    by_path: dict[str, list[WrkResult]] = field(default_factory=dict)
+
+    def add(self, path: str, result: WrkResult) -> None:
+        self.by_path.setdefault(path, []).append(result)
+
+    def of(self, path: str) -> list[WrkResult]:
+        return self.by_path.get(path, [])
 
 
 async def measure(run: Run) -> Measured:
@@ -744,8 +835,7 @@ async def measure(run: Run) -> Measured:
     options = run.options
     await run.prepare()
     ids_file = run.workdir / "order_ids.txt"
-    baseline_url = None if "baseline" in options.skip else await run.start_reference("baseline")
-    floor_url = None if "floor" in options.skip else await run.start_reference("floor")
+    floors = await Floors.start(run)
     open_loop = "open-loop" not in options.skip
     api, url = await run.start_api()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -767,71 +857,92 @@ async def measure(run: Run) -> Measured:
     run.log(f"warm-up: filling the cache with {len(order_ids)} orders")
     await run.fill_cache(url, creator.token, order_ids)
     get_args = (f"token={creator.token}", f"ids={ids_file}")
-    await run.wrk("get.lua", url, options.warmup, *get_args, label="get_warmup")
-    if baseline_url is not None:
-        await run.wrk("get.lua", baseline_url, options.warmup, *get_args, label="baseline_warmup")
-    if floor_url is not None:
-        await run.wrk("get.lua", floor_url, options.warmup, *get_args, label="floor_warmup")
+    # (label, server, wrk script, URL, profiled) in the order a round runs them: each floor
+    # right before the path it bounds.
+    paths = [
+        ("baseline", "baseline", "get.lua", floors.baseline, False),
+        ("floor", "floor", "get.lua", floors.framework, False),
+        ("redis_floor", "redis_floor", "get.lua", floors.redis, False),
+        ("get", "api", "get.lua", url, True),
+        ("insert_floor", "insert_floor", "create.lua", floors.insert, False),
+        ("create", "api", "create.lua", url, True),
+    ]
+    for label, _server, script, target, _profiled in paths:
+        if target is not None and label != "create":
+            args = get_args if script == "get.lua" else create_args
+            await run.wrk(script, target, options.warmup, *args, label=f"{label}_warmup")
     pgbench_user = None
     if "pgbench" not in options.skip:
         pgbench_user = await run.pgbench_user()
         await run.pgbench(pgbench_user, options.warmup, label="pgbench_warmup")
 
-    baseline: list[WrkResult] = []
-    floor: list[WrkResult] = []
-    get_cached: list[WrkResult] = []
-    create: list[WrkResult] = []
+    results = RoundResults()
     pgbench: list[float] = []
     seconds = options.duration
     for number in range(options.rounds):
         run.log(f"round {number + 1}/{options.rounds}")
-        profile = number == 0
-        if baseline_url is not None:
-            async with run.measured("baseline", seconds, profile=False):
-                baseline.append(
-                    await run.wrk("get.lua", baseline_url, seconds, *get_args, label="baseline")
-                )
-        if floor_url is not None:
-            async with run.measured("floor", seconds, profile=False):
-                floor.append(await run.wrk("get.lua", floor_url, seconds, *get_args, label="floor"))
-        async with run.measured("get", seconds, api, profile=profile):
-            get_cached.append(await run.wrk("get.lua", url, seconds, *get_args, label="get"))
-        async with run.measured("create", seconds, api, profile=profile):
-            create.append(await run.wrk("create.lua", url, seconds, *create_args, label="create"))
+        for label, _server, script, target, profiled in paths:
+            if target is None:
+                continue
+            args = get_args if script == "get.lua" else create_args
+            recorded = (api,) if profiled else ()
+            async with run.measured(label, seconds, *recorded, profile=number == 0):
+                results.add(label, await run.wrk(script, target, seconds, *args, label=label))
         if pgbench_user is not None:
             async with run.measured("pgbench", seconds, profile=False):
                 pgbench.append(await run.pgbench(pgbench_user, seconds, label="pgbench"))
+    cpu = {label: run.server_cpu(label, server) for label, server, *_rest in paths}
     measured = Measured(
         Rounds(
-            baseline,
-            get_cached,
-            create,
+            results.of("baseline"),
+            results.of("get"),
+            results.of("create"),
             pgbench,
-            baseline_cpu_s=run.server_cpu("baseline", "baseline"),
-            get_cpu_s=run.server_cpu("get", "api"),
-            create_cpu_s=run.server_cpu("create", "api"),
-            floor=floor,
-            floor_cpu_s=run.server_cpu("floor", "floor"),
+            baseline_cpu_s=cpu["baseline"],
+            get_cpu_s=cpu["get"],
+            create_cpu_s=cpu["create"],
+            floor=results.of("floor"),
+            floor_cpu_s=cpu["floor"],
+            redis_floor=results.of("redis_floor"),
+            redis_floor_cpu_s=cpu["redis_floor"],
+            insert_floor=results.of("insert_floor"),
+            insert_floor_cpu_s=cpu["insert_floor"],
         ),
         pipeline,
         pipeline_half,
     )
     if open_loop:
-        seconds = options.open_loop_duration
-        get_rate = half_rate(median_ok_per_s(get_cached))
-        run.log(f"open loop: cached GET at a fixed {get_rate}/s (half of saturation)")
-        get_targets = run.get_targets(url, creator.token, order_ids)
-        await run.wait_outbox_drained(within_seconds=60)
-        async with run.measured("get_at_half", seconds, profile=False):
-            measured.get_half = await run.vegeta(get_targets, get_rate, seconds, "get_at_half")
-        create_rate = half_rate(median_ok_per_s(create))
-        run.log(f"open loop: create at a fixed {create_rate}/s (half of saturation)")
-        create_targets = run.create_targets(url, creator.token, "create_half")
-        await run.wait_outbox_drained(within_seconds=60)
-        async with run.measured("create_at_half", seconds, profile=False):
-            measured.create_half = await run.vegeta(
-                create_targets, create_rate, seconds, "create_at_half"
-            )
+        saturation = {
+            "get": median_ok_per_s(results.of("get")),
+            "create": median_ok_per_s(results.of("create")),
+        }
+        targets = {
+            "get": run.get_targets(url, creator.token, order_ids),
+            "create": run.create_targets(url, creator.token, "create_half"),
+        }
+        for path in ("get", "create"):
+            rate = half_rate(saturation[path])
+            run.log(f"open loop: {path} at a fixed {rate}/s (half of saturation)")
+            await run.wait_outbox_drained(within_seconds=60)
+            async with run.measured(f"{path}_at_half", options.open_loop_duration, profile=False):
+                result = await run.vegeta(
+                    targets[path], rate, options.open_loop_duration, f"{path}_at_half"
+                )
+            if path == "get":
+                measured.get_half = result
+            else:
+                measured.create_half = result
+            measured.sweep.setdefault(path, []).append(result)
+        if "sweep" not in options.skip:
+            for path in ("get", "create"):
+                for fraction in options.sweep:
+                    rate = half_rate(saturation[path], fraction)
+                    label = f"{path}_at_{round(fraction * 100)}pct"
+                    run.log(f"sweep: {path} at a fixed {rate}/s ({fraction:.0%} of saturation)")
+                    await run.wait_outbox_drained(within_seconds=60)
+                    measured.sweep[path].append(
+                        await run.vegeta(targets[path], rate, options.sweep_duration, label)
+                    )
     for service in run.services:
         service.record_peak_rss()
     return measured
@@ -846,7 +957,11 @@ async def bench(options: Options) -> dict[str, Any]:
     options.keep_logs.mkdir(parents=True, exist_ok=True)
     run = Run(options, Infra.from_env(), Path(tempfile.mkdtemp(prefix="oms-bench-")))
     load_before = os.getloadavg()
-    machine = {**machine_info(), "load_before": [round(x, 2) for x in load_before]}
+    machine = {
+        **machine_info(),
+        "load_before": [round(x, 2) for x in load_before],
+        "tests_running_before": other_test_runs(),
+    }
     run.log(f"machine: {machine}")
     try:
         async with run.borrowed_infrastructure():
@@ -865,12 +980,22 @@ async def bench(options: Options) -> dict[str, Any]:
         if service.name == "api":
             # The largest peak of one process of the API's tree: one uvicorn worker.
             figures["peak_rss_api_per_worker_mb"] = round(service.peak_process_rss, 1)
+    figures.update(request_cost_figures(measured.rounds))
+    pipeline_cpu = run.details.get("cpu_seconds", {}).get("pipeline", [])
+    if measured.pipeline is not None and measured.pipeline.processed > 0 and pipeline_cpu:
+        costs = cost_per_order_ms(pipeline_cpu[0], measured.pipeline.processed)
+        figures.update(order_cost_figures(costs))
     figures.update(
         open_loop_figures(measured.get_half, measured.create_half, measured.pipeline_half)
     )
+    machine["tests_running_after"] = other_test_runs()
     notes = [note for note in [busy_note([load_before[0]], os.cpu_count() or 1)] if note]
     details = {
         **run.details,
+        "sweep": {
+            path: [asdict(result) for result in sorted(results, key=lambda r: r.rate_per_s)]
+            for path, results in measured.sweep.items()
+        },
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "skipped": sorted(options.skip),
@@ -885,6 +1010,8 @@ async def bench(options: Options) -> dict[str, Any]:
             "pgbench_clients": options.pgbench_clients,
             "pipeline_orders": options.pipeline_orders,
             "open_loop_duration_s": options.open_loop_duration,
+            "sweep": list(options.sweep),
+            "sweep_duration_s": options.sweep_duration,
         },
         "notes": notes,
     }
@@ -913,13 +1040,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for line in figure_lines(document["figures"]):
         print(line)
-    print("targets (issue 15), this run:")
+    for line in report_lines(document["figures"]):
+        print(line)
+    print("targets, this run:")
     for line in target_lines(document["targets"]):
         print(f"  {line}")
     for note in document["details"]["notes"]:
         print(f"note: {note}")
     write_results(document, options.output)
     print(f"results written to {options.output}")
+    if "plots" not in options.skip:
+        for path in write_plots(document, options.output.parent):
+            print(f"plot written to {path}")
     return 0
 
 
