@@ -228,6 +228,12 @@ def backlog_bounds(
     )
 
 
+def cores_for_backlog(backlog: int, worker_cost_ms: float, lag_budget_s: float) -> float:
+    """The least CPU (cores) a worker replica needs to clear `backlog` tasks within the lag
+    budget: below it, a backlog of messagesPerReplica already breaks the lag target."""
+    return backlog * worker_cost_ms / 1000 / lag_budget_s
+
+
 # --- what `make bench` prints after the figures -----------------------------------------------
 # The floor each path is held against, by figure prefix.
 FLOOR_OF = {"get": "redis_floor", "create": "insert_floor", "redis_floor": "floor"}
@@ -271,10 +277,12 @@ def report_lines(figures: Mapping[str, float]) -> list[str]:
                 backlogs=(OPERATOR_MESSAGES_PER_REPLICA,),
             )
             drain = bounds.drain_ms_of[OPERATOR_MESSAGES_PER_REPLICA]
+            cores = cores_for_backlog(OPERATOR_MESSAGES_PER_REPLICA, costs["worker"], LAG_BUDGET_S)
             lines.append(
                 f"messagesPerReplica: sensible between {bounds.in_flight} (a busy replica's "
                 f"own prefetched tasks) and {bounds.within_lag} (what one 1-core replica clears "
                 f"in {LAG_BUDGET_S * 1000:.0f} ms); the default "
-                f"{OPERATOR_MESSAGES_PER_REPLICA} is {drain:.0f} ms of one replica's work"
+                f"{OPERATOR_MESSAGES_PER_REPLICA} is {drain:.0f} ms of a 1-core replica's work "
+                f"and stays within {LAG_BUDGET_S * 1000:.0f} ms from {cores:.2f} core per replica"
             )
     return lines

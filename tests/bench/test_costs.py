@@ -12,6 +12,7 @@ import pytest
 from bench.costs import (
     backlog_bounds,
     component_costs,
+    cores_for_backlog,
     cores_needed,
     cost_per_order_ms,
     cpu_us_per_request,
@@ -189,6 +190,9 @@ def test_backlog_bounds_of_a_worker_replica() -> None:
     lines = report_lines({"order_cpu_ms_worker": 4.0, "get_cpu_us": 600, "redis_floor_cpu_us": 300})
     assert "  cached GET                600.0 CPU-µs   (floor: 300.0)" in lines
     assert any("between 2" in line and "and 125" in line and "80 ms" in line for line in lines)
+    # 20 tasks of 4 ms within 500 ms: a replica needs at least 0.16 core.
+    assert cores_for_backlog(20, 4.0, 0.5) == pytest.approx(0.16)
+    assert any("from 0.16 core per replica" in line for line in lines)
 
 
 def test_new_targets_are_judged_and_stored_with_their_bounds() -> None:
