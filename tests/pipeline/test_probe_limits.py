@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -65,19 +64,19 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
 
 def test_idle_connections_are_dropped_and_their_threads_end(server: WSGIServerThread) -> None:
     assert scrape(server).status_code == 200
-    threads_before = threading.active_count()
+    # The scrape's own thread may still be winding down.
+    assert wait_for(lambda: server.active_connections == 0, SLACK)
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMIT)]
     try:
-        # Each accepted connection got a thread of its own...
-        assert wait_for(lambda: threading.active_count() >= threads_before + LIMIT, SLACK)
+        # Each accepted connection is served by a thread of its own...
+        assert wait_for(lambda: server.active_connections == LIMIT, SLACK)
         # ...and the server hangs up on every one once the timeout passes.
         assert all(closed_by_peer(sock, TIMEOUT + SLACK) for sock in idle)
     finally:
         for sock in idle:
             sock.close()
-    assert wait_for(lambda: threading.active_count() <= threads_before, SLACK), (
-        f"{threading.active_count()} threads, {threads_before} before"
-    )
+    # Counted down as each thread finishes, so their threads end.
+    assert wait_for(lambda: server.active_connections == 0, SLACK), server.active_connections
     assert "oms_probe_limit_test_total" in scrape(server).text
 
 

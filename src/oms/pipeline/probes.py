@@ -51,7 +51,15 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     def __init__(self, address: tuple[str, int], limits: ConnectionLimits) -> None:
         self.limits = limits
         self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._lock = threading.Lock()
+        self._active = 0
         super().__init__(address, _BoundedHandler)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now, each by a thread of its own."""
+        with self._lock:
+            return self._active
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -60,17 +68,24 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 request.sendall(_BUSY)
             self.shutdown_request(request)
             return
+        with self._lock:
+            self._active += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
 
 
 class _BoundedHandler(WSGIRequestHandler):
@@ -162,6 +177,10 @@ class WSGIServerThread(ServerThread):
     @property
     def port(self) -> int:
         return int(self._wsgi.server_port)
+
+    @property
+    def active_connections(self) -> int:
+        return self._wsgi.active_connections
 
 
 class ProbeServer(WSGIServerThread):
