@@ -39,14 +39,31 @@ $(DEPLOY_TOOLS_STAMP):
 
 TEST_TOOLS += $(DEPLOY_TOOLS_STAMP)
 
+# helm-docs writes the chart README from charts/oms/README.md.gotmpl and the `# --` comments of
+# values.yaml. Built from the Go module proxy once per version into ~/.cache/oms (OMS_CACHE_DIR),
+# with the Go caches the local cluster's build uses (scripts/localcluster/layout.py), so every
+# clone on the machine shares it.
+HELM_DOCS_VERSION := v1.14.2
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+OMS_CACHE := $(or $(OMS_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/oms)
+HELM_DOCS := $(OMS_CACHE)/helm-docs/$(HELM_DOCS_VERSION)/helm-docs
+export HELM_DOCS_BIN := $(HELM_DOCS)
+
+$(HELM_DOCS):
+	GOMODCACHE=$(OMS_CACHE)/go/mod GOCACHE=$(OMS_CACHE)/go/cache GOTOOLCHAIN=local \
+	  GOFLAGS='-modcacherw -buildvcs=false' GOBIN=$(dir $@) \
+	  $(GO) install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
+
+TEST_TOOLS += $(HELM_DOCS)
+
 # Everything derived, in dependency order: the chart's copies of observability/ files, the chart
-# README from the documented values, then k8s/ from the chart. Tests fail when any is stale.
+# README from the documented values (helm-docs; the flags match deploylib.helm_docs, so the test
+# comparing its output with the README agrees), then k8s/ from the chart. Tests fail when any is stale.
 .PHONY: manifests
-manifests: install $(DEPLOY_TOOLS_STAMP) ## regenerate chart files, chart README and k8s/ (after a chart or observability/ change)
+manifests: install $(DEPLOY_TOOLS_STAMP) $(HELM_DOCS) ## regenerate chart files, chart README and k8s/ (after a chart or observability/ change)
 	$(RUN) python scripts/sync-chart-files.py
-	$(RUN) python scripts/render-chart-readme.py
+	$(HELM_DOCS) --chart-search-root charts --sort-values-order file --log-level warning
 	$(RUN) python scripts/render-manifests.py
 
 TYPED_SCRIPTS += scripts/deploylib.py scripts/check-chart.py scripts/check-chart-version.py \
-	scripts/render-chart-readme.py scripts/render-manifests.py scripts/sync-chart-files.py \
-	scripts/check-tiltfile.py
+	scripts/render-manifests.py scripts/sync-chart-files.py scripts/check-tiltfile.py

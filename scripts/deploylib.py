@@ -1,7 +1,7 @@
 """Shared helpers of the delivery scripts: render the chart with the real helm, validate the output.
 
-Used by check-chart.py, the three generators run by `make manifests` (sync-chart-files.py,
-render-chart-readme.py, render-manifests.py) and check-tiltfile.py. The binary paths come from
+Used by check-chart.py, the generators `make manifests` runs besides helm-docs
+(sync-chart-files.py, render-manifests.py) and check-tiltfile.py. The binary paths come from
 HELM_BIN / KUBECTL_BIN (set by mk/deploy.mk) or default to .tools/bin.
 """
 

@@ -1,9 +1,11 @@
-"""Render charts/oms with the real helm (installed by `make pytest`) for the chart tests."""
+"""Render charts/oms with the real helm, and its README with helm-docs (both installed by
+`make pytest`), for the chart tests."""
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,8 @@ CI_VALUES = CHART / "ci"
 SCRIPTS = REPO / "scripts"
 HELM = os.environ.get("HELM_BIN") or str(REPO / ".tools" / "bin" / "helm")
 KUBECTL = os.environ.get("KUBECTL_BIN") or str(REPO / ".tools" / "bin" / "kubectl")
+# mk/deploy.mk builds helm-docs into ~/.cache/oms, by version, and passes its path.
+HELM_DOCS = os.environ.get("HELM_DOCS_BIN") or shutil.which("helm-docs") or "helm-docs"
 
 Document = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "Job", "Pod")
@@ -35,6 +39,24 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         cwd=REPO,
     )
+
+
+def helm_docs(chart_root: Path, *, dry_run: bool) -> str:
+    """helm-docs on the charts under chart_root, with the flags `make manifests` passes: writes
+    each README.md, or with dry_run returns what it would write."""
+    argv = [HELM_DOCS, "--chart-search-root", str(chart_root), "--sort-values-order", "file"]
+    argv += ["--log-level", "warning", *(["--dry-run"] if dry_run else [])]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
+    if result.returncode != 0:
+        raise RenderError(result.stderr)
+    return result.stdout
+
+
+def undocumented(readme: str) -> list[str]:
+    """Keys of the README's values table whose description is empty: helm-docs lists a value
+    without a `# --` comment all the same, with nothing to say about it."""
+    rows = (line.split(" | ") for line in readme.splitlines() if line.startswith("| "))
+    return [cells[0].removeprefix("| ") for cells in rows if cells[-1].strip() == "|"]
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:

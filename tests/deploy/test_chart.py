@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from oms.pipeline.celery_config import TASK_QUEUE
+from oms.broker.celery_app import TASK_QUEUE
 from oms.settings import Settings
 from tests.deploy.chart import (
     CHART,
@@ -391,7 +391,7 @@ FREE_FORM = re.compile(
 
 
 def test_schema_types_every_value() -> None:
-    """Descriptions are the chart README's business (scripts/render-chart-readme.py)."""
+    """Descriptions are the chart README's business (helm-docs: test_chart_release.py)."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     typed = _schema_keys(schema)
