@@ -13,7 +13,8 @@ CLUSTER_TOOLS_STAMP := $(CLUSTER_CACHE)/.built-$(shell cat deploy/node/kubernete
 $(CLUSTER_TOOLS_STAMP): | install
 	$(CLUSTER) build
 	@mkdir -p $(dir $@) && touch $@
-TEST_TOOLS += $(CLUSTER_TOOLS_STAMP)
+# Tests pointed at another cluster (OMS_E2E_KUBECONFIG, docs/kubernetes.md) need no node of ours.
+TEST_TOOLS += $(if $(OMS_E2E_KUBECONFIG),,$(CLUSTER_TOOLS_STAMP))
 
 # kubectl and helm come along for using it; $$ defers their stamp's name, which mk/deploy.mk (read
 # after this file) defines.

@@ -1,6 +1,10 @@
 """One local cluster per test session (scripts/cluster.py, a real one-node Kubernetes): started
 here unless it already runs (`make cluster`), and stopped at the end only if this session started
-it. tests/images and tests/e2e/node use the same one."""
+it. tests/images and tests/e2e/node use the same one.
+
+Another cluster instead: OMS_E2E_KUBECONFIG names its kubeconfig (`make pytest` then builds no
+control plane); the tests that need our node itself (its build, restarting its API server,
+writing to its etcd) are skipped there."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from tests.cluster.support import (
     OperatorProcess,
     cluster_script,
     cluster_status,
+    external_cluster,
     token_kubeconfig,
     unique,
 )
@@ -38,6 +43,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[dict[str, Any]]:
+    external = external_cluster()
+    if external is not None:
+        yield external
+        return
     status = cluster_status()
     if not status["built"]:
         pytest.fail("the cluster's tools are not built: `make cluster` builds them (once)")
@@ -51,6 +60,14 @@ def control_plane() -> Iterator[dict[str, Any]]:
     finally:
         if started_here:
             cluster_script("down")
+
+
+@pytest.fixture(scope="session")
+def own_node(control_plane: dict[str, Any]) -> dict[str, Any]:
+    """Our node (`make cluster`), for the tests of it or of its control plane's processes."""
+    if control_plane.get("external"):
+        pytest.skip("needs the node of `make cluster`, not the one OMS_E2E_KUBECONFIG names")
+    return control_plane
 
 
 @pytest.fixture(scope="session")

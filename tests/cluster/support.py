@@ -49,6 +49,25 @@ def cluster_status() -> dict[str, Any]:
     return status
 
 
+def external_cluster() -> dict[str, Any] | None:
+    """The cluster OMS_E2E_KUBECONFIG names (kind, k3s, a cloud one), described as
+    `scripts/cluster.py status` describes ours; None when it is unset."""
+    kubeconfig = os.environ.get("OMS_E2E_KUBECONFIG")
+    if not kubeconfig:
+        return None
+    kube = Kube(Path(kubeconfig))
+    first = kube.json("get", "nodes")["items"][0]
+    addresses = {a["type"]: a["address"] for a in first["status"]["addresses"]}
+    return {
+        "external": True,
+        "kubeconfig": kubeconfig,
+        "node": first["metadata"]["name"],
+        "node_ip": addresses.get("InternalIP"),
+        "ingress_url": os.environ.get("OMS_E2E_INGRESS_URL", "http://127.0.0.1"),
+        "ingress_class": os.environ.get("OMS_E2E_INGRESS_CLASS", ""),
+    }
+
+
 def wait_until(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25) -> T:
     """Poll until `probe` returns something truthy; fail with the last value on timeout."""
     deadline = time.monotonic() + timeout

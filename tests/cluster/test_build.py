@@ -44,12 +44,12 @@ def upstream_go_mod(version: str, cache_dir: str) -> Path:
     return Path(json.loads(downloaded.stdout)["GoMod"])
 
 
-def test_every_staging_module_is_replaced_by_its_release(control_plane: dict[str, Any]) -> None:
+def test_every_staging_module_is_replaced_by_its_release(own_node: dict[str, Any]) -> None:
     version = kubernetes_version()
-    assert control_plane["versions"]["kubernetes"].startswith(f"{version}-etcd-")
+    assert own_node["versions"]["kubernetes"].startswith(f"{version}-etcd-")
     staging = re.findall(
         r"^\s+(k8s\.io/\S+) v0\.0\.0$",
-        upstream_go_mod(version, control_plane["cache_dir"]).read_text(),
+        upstream_go_mod(version, own_node["cache_dir"]).read_text(),
         re.MULTILINE,
     )
     assert len(staging) > 20
@@ -68,16 +68,14 @@ def test_the_kubernetes_minor_is_the_pinned_kubectls() -> None:
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "kubelet", "kube-proxy", "kube-scheduler"])
-def test_the_built_binaries_report_their_version(
-    control_plane: dict[str, Any], component: str
-) -> None:
-    binary = Path(control_plane["binaries"][component])
+def test_the_built_binaries_report_their_version(own_node: dict[str, Any], component: str) -> None:
+    binary = Path(own_node["binaries"][component])
     output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == f"Kubernetes {kubernetes_version()}"
 
 
-def test_the_node_reports_the_built_version(control_plane: dict[str, Any]) -> None:
-    kube = Kube(Path(control_plane["kubeconfig"]))
-    node = kube.json("get", "node", control_plane["node"])
+def test_the_node_reports_the_built_version(own_node: dict[str, Any]) -> None:
+    kube = Kube(Path(own_node["kubeconfig"]))
+    node = kube.json("get", "node", own_node["node"])
     assert node["status"]["nodeInfo"]["kubeletVersion"] == kubernetes_version()
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.6")

@@ -226,7 +226,9 @@ def test_status_conditions_and_events_in_kubectl_describe(release: Release) -> N
         assert expected in described, described
 
 
-async def test_survives_restarts_of_itself_and_of_the_api_server(release: Release) -> None:
+async def test_survives_restarts_of_itself_and_of_the_api_server(
+    release: Release, own_node: dict[str, Any]
+) -> None:
     before = wait_until(lambda: key_state(release), timeout=30)
     assert release.operator.stop() == 0, release.operator.logs()[-3000:]
     release.operator.start()
@@ -256,7 +258,9 @@ def etcd(path: str, body: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def test_a_watch_whose_history_was_compacted_away_is_relisted(release: Release) -> None:
+def test_a_watch_whose_history_was_compacted_away_is_relisted(
+    release: Release, own_node: dict[str, Any]
+) -> None:
     """While the API server is down, etcd moves on and compacts: the operator's watch position
     no longer exists (410 Gone), so it must list again to see later changes."""
     seen = ordersystem(release)["metadata"]["resourceVersion"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +19,22 @@ CI_VALUES = CHART / "ci"
 SCRIPTS = REPO / "scripts"
 HELM = os.environ.get("HELM_BIN") or str(REPO / ".tools" / "bin" / "helm")
 KUBECTL = os.environ.get("KUBECTL_BIN") or str(REPO / ".tools" / "bin" / "kubectl")
-# mk/deploy.mk builds helm-docs into ~/.cache/oms, by version, and passes its path.
-HELM_DOCS = os.environ.get("HELM_DOCS_BIN") or shutil.which("helm-docs") or "helm-docs"
+
+
+def _built_helm_docs() -> str:
+    """Where mk/deploy.mk builds its pinned helm-docs: ~/.cache/oms (OMS_CACHE_DIR, as
+    scripts/localcluster/layout.py), by version. `make pytest` passes the path as HELM_DOCS_BIN."""
+    version = re.search(
+        r"^HELM_DOCS_VERSION := (\S+)$", (REPO / "mk" / "deploy.mk").read_text(), re.M
+    )
+    assert version is not None, "mk/deploy.mk pins no HELM_DOCS_VERSION"
+    cache = os.environ.get("OMS_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "oms"
+    )
+    return str(Path(cache, "helm-docs", version[1], "helm-docs"))
+
+
+HELM_DOCS = os.environ.get("HELM_DOCS_BIN") or _built_helm_docs()
 
 Document = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "Job", "Pod")

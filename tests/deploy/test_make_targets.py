@@ -3,6 +3,7 @@ renamed target must not live on in the docs, messages and scripts."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -72,3 +73,28 @@ def test_make_env_puts_the_projects_tools_first_on_path() -> None:
     kubectl, oms = result.stdout.split()
     assert kubectl == str(REPO / ".tools" / "bin" / "kubectl")
     assert oms == str(REPO / ".venv" / "bin" / "oms")
+
+
+def pytest_prerequisites(env: dict[str, str]) -> list[str]:
+    """What `make pytest` would install first, from make's database (nothing is run)."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-p", "-n", "pytest", "T=--co"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=env,
+    )
+    rules = [line for line in result.stdout.splitlines() if line.startswith("pytest: ")]
+    assert len(rules) == 1, rules
+    return rules[0].split()[1:]
+
+
+def test_tests_pointed_at_another_cluster_build_no_control_plane() -> None:
+    own = {k: v for k, v in os.environ.items() if k != "OMS_E2E_KUBECONFIG"}
+    ours = pytest_prerequisites(own)
+    other = pytest_prerequisites({**own, "OMS_E2E_KUBECONFIG": "/nonexistent/kubeconfig"})
+    assert [path for path in ours if "/.built-" in path], ours
+    assert not [path for path in other if "/.built-" in path], other
+    # The chart README's generator comes along either way: the deploy tests use it.
+    assert any(path.endswith("/helm-docs") for path in ours + other)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 # The session's cluster (tests/cluster) and image build (tests/images): one of each per session.
+# control_plane is the cluster OMS_E2E_KUBECONFIG names when it is set.
 from tests.cluster.conftest import control_plane  # noqa: F401 (requested by `node`)
 from tests.cluster.support import CLUSTER_SCRIPT, REPO, Kube
 from tests.e2e.node.support import Release, install, remove
@@ -46,29 +47,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-def external_cluster() -> dict[str, Any] | None:
-    """The cluster OMS_E2E_KUBECONFIG names, described as `scripts/cluster.py status` does ours."""
-    kubeconfig = os.environ.get("OMS_E2E_KUBECONFIG")
-    if not kubeconfig:
-        return None
-    kube = Kube(Path(kubeconfig))
-    first = kube.json("get", "nodes")["items"][0]
-    addresses = {a["type"]: a["address"] for a in first["status"]["addresses"]}
-    return {
-        "external": True,
-        "kubeconfig": kubeconfig,
-        "node": first["metadata"]["name"],
-        "node_ip": addresses.get("InternalIP"),
-        "ingress_url": os.environ.get("OMS_E2E_INGRESS_URL", "http://127.0.0.1"),
-        "ingress_class": os.environ.get("OMS_E2E_INGRESS_CLASS", ""),
-    }
-
-
 @pytest.fixture(scope="session")
 def node(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The cluster, Ready (a restarted API server, e.g. by tests/cluster, leaves the node
     NotReady for a while): ours (`make cluster`), or the one OMS_E2E_KUBECONFIG names."""
-    cluster = external_cluster() or request.getfixturevalue("control_plane")
+    cluster = request.getfixturevalue("control_plane")
     kube = Kube(Path(cluster["kubeconfig"]))
     kube.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=180s")
     return dict(cluster)
