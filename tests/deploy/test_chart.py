@@ -185,6 +185,18 @@ def test_configmap_names_real_settings_and_holds_no_secret() -> None:
     assert data["JWT_JWKS_PATH"] == "/var/run/secrets/oms/jwt/jwks.json"
 
 
+def test_the_charts_connection_and_login_defaults_are_the_services_own() -> None:
+    """The chart sets these explicitly (platform teams tune them behind an ingress); by default
+    it must not change what the API does without the chart."""
+    data = one(render(), "ConfigMap", "oms")["data"]
+    names = [name for name in data if name.startswith("HTTP_")]
+    names += ["RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_IPV6_PREFIX"]
+    assert len(names) == 6, names
+    for name in names:
+        default = Settings.model_fields[name].default
+        assert type(default)(data[name]) == default, name
+
+
 def test_credentials_come_from_existing_secrets() -> None:
     docs = render([FULL])
     assert not find(docs, "Secret"), "the chart must not create credential Secrets"

@@ -115,6 +115,12 @@ RATE_LIMIT_UPDATE_ORDER: {{ $c.rateLimit.updateOrder | quote }}
 RATE_LIMIT_LIST_ORDERS: {{ $c.rateLimit.listOrders | quote }}
 RATE_LIMIT_TOKEN: {{ $c.rateLimit.token | quote }}
 RATE_LIMIT_REGISTER: {{ $c.rateLimit.register | quote }}
+RATE_LIMIT_LOGIN_FAILURES: {{ $c.rateLimit.loginFailures | quote }}
+RATE_LIMIT_IPV6_PREFIX: {{ $c.rateLimit.ipv6Prefix | quote }}
+HTTP_HEAD_TIMEOUT_SECONDS: {{ $c.http.headTimeoutSeconds | quote }}
+HTTP_BODY_TIMEOUT_SECONDS: {{ $c.http.bodyTimeoutSeconds | quote }}
+HTTP_KEEP_ALIVE_TIMEOUT_SECONDS: {{ $c.http.keepAliveTimeoutSeconds | quote }}
+HTTP_MAX_CONNECTIONS: {{ $c.http.maxConnections | quote }}
 IDEMPOTENCY_KEY_TTL_HOURS: {{ $c.orders.idempotencyKeyTtlHours | quote }}
 ORDERS_PAGE_MAX: {{ $c.orders.pageMax | quote }}
 ORDER_TASK_MAX_RETRIES: {{ $c.pipeline.taskMaxRetries | quote }}
