@@ -62,9 +62,10 @@ services: ## make sure local PostgreSQL, Redis and RabbitMQ answer (starts them 
 	./scripts/ensure-services.sh
 
 .PHONY: lint
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check; import layers and no cycles (lint-imports)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict): the packages and tests, then the scripts outside them

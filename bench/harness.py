@@ -326,7 +326,7 @@ def open_loop_figures(
     return figures
 
 
-# --- the targets of issue 15, judged on the figures of one run -------------------------------
+# --- the targets (API near its framework floor), judged on the figures of one run ------------
 @dataclass(frozen=True, slots=True)
 class Target:
     figure: str

@@ -13,8 +13,9 @@ processes with production-like settings, and drives them with wrk from a separat
 3. open loop: vegeta sends cached GETs, then creates, at a fixed arrival rate of half the
    saturation throughput the rounds measured (no coordinated omission: a slow response delays
    no later request); the pipeline phase likewise creates orders at half the pipeline's
-   saturation and reports the created->processed lag. The targets of issue 15 are judged on
-   the figures and printed next to them.
+   saturation and reports the created->processed lag. The targets (bench/harness.py: the API
+   near its framework floor, the pipeline's lag) are judged on the figures and printed next to
+   them.
 
 Figures go to stdout as `name: value` lines and to bench/results/latest.json (or --output).
 """

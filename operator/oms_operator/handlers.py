@@ -11,9 +11,9 @@ from typing import Any, cast
 
 import kopf
 
-from oms.pipeline.probes import MetricsServer
-from oms.telemetry import configure_tracing, shutdown_tracing
-from oms_operator import kube, metrics
+from oms.observability.probe_server import MetricsServer
+from oms.observability.tracing import configure_tracing, shutdown_tracing
+from oms_operator import kube, operator_metrics
 from oms_operator.config import OperatorConfig
 from oms_operator.kube import KubeApi
 from oms_operator.reconciler import Dependencies
@@ -68,7 +68,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure_tracing("oms-operator")
     api = await KubeApi.connect()
     memo.kube = api
-    memo.metrics_server = metrics.serve(config.METRICS_HOST, config.METRICS_PORT)
+    memo.metrics_server = operator_metrics.serve(config.METRICS_HOST, config.METRICS_PORT)
     memo.supervisor = Supervisor(
         Dependencies(
             kube=api,

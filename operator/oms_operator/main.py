@@ -10,7 +10,7 @@ from __future__ import annotations
 import kopf
 
 import oms_operator.handlers  # noqa: F401  (importing registers the Kopf handlers)
-from oms.logging import configure_logging
+from oms.observability.logs import configure_logging
 from oms_operator.config import OperatorConfig
 
 

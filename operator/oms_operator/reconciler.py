@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from oms.backoff import exponential_delay
+from oms.observability.tracing import tracer as named_tracer
 from oms.security.jwk import generate_private_key, private_key_to_pem
-from oms.telemetry import tracer as named_tracer
-from oms_operator import keys, metrics, reports
+from oms_operator import keys, operator_metrics, reports
 from oms_operator.conditions import Condition, merge_conditions, timestamp
 from oms_operator.keys import KeyAction, KeyPolicy, KeyRing, SecretReading
 from oms_operator.kube import KubeApi, KubeApiError, SecretObject, encode_data
-from oms_operator.queues import DepthReading, QueueUnreadableError, RabbitMQDepthReader
+from oms_operator.queue_depth import DepthReading, QueueUnreadableError, RabbitMQDepthReader
 from oms_operator.reports import (
     Event,
     KeysOutcome,
@@ -137,7 +137,9 @@ class OrderSystemController:
                     # A bug or an unexpected answer must not end the loop for good: log it,
                     # count it, and try again later with a growing delay.
                     self._crashes += 1
-                    metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="unexpected").inc()
+                    operator_metrics.RECONCILE_ERRORS.labels(
+                        **self._labels(), stage="unexpected"
+                    ).inc()
                     log.exception(
                         "reconcile failed",
                         extra={"namespace": self.namespace, "ordersystem": self.name},
@@ -209,7 +211,7 @@ class OrderSystemController:
                 for action, reason in actions:
                     self._announce_key_action(action, reason, ring, secret_name)
         except KubeApiError as error:
-            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="keys").inc()
+            operator_metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="keys").inc()
             log.warning(
                 "key reconcile failed",
                 extra={"namespace": self.namespace, "ordersystem": self.name, "error": str(error)},
@@ -220,8 +222,10 @@ class OrderSystemController:
         due = ring.rotation_due_at(policy) + policy.propagation_delay
         if ring.staged is not None:
             due = ring.staged.published_at + policy.propagation_delay
-        metrics.KEY_ROTATION_DUE.labels(**self._labels()).set(due.timestamp())
-        metrics.KEY_ACTIVE_SINCE.labels(**self._labels()).set(ring.current.active_since.timestamp())
+        operator_metrics.KEY_ROTATION_DUE.labels(**self._labels()).set(due.timestamp())
+        operator_metrics.KEY_ACTIVE_SINCE.labels(**self._labels()).set(
+            ring.current.active_since.timestamp()
+        )
         next_check_in = self._deps.key_resync
         if plan.next_check_at is not None:
             next_check_in = max((plan.next_check_at - now).total_seconds(), 0.05)
@@ -300,7 +304,7 @@ class OrderSystemController:
     def _announce_key_action(
         self, action: KeyAction, reason: str, ring: KeyRing, secret_name: str
     ) -> None:
-        metrics.KEY_ROTATIONS.labels(**self._labels(), action=action.value.lower()).inc()
+        operator_metrics.KEY_ROTATIONS.labels(**self._labels(), action=action.value.lower()).inc()
         event = reports.key_event(action, reason, ring, secret_name)
         self._post(event)
         log.info(
@@ -312,7 +316,7 @@ class OrderSystemController:
 
     async def _reconcile_scaling(self, spec: OrderSystemSpec) -> ScalingOutcome:
         policy = spec.workers.policy()
-        metrics.MAX_REPLICAS.labels(**self._labels()).set(policy.max_replicas)
+        operator_metrics.MAX_REPLICAS.labels(**self._labels()).set(policy.max_replicas)
         inputs = await self._read_scaling_inputs(spec)
         if isinstance(inputs, ScalingOutcome):  # no Deployment to decide for
             self._failures += 1
@@ -346,7 +350,7 @@ class OrderSystemController:
         try:
             replicas = await self._deps.kube.read_replicas(self.namespace, deployment)
         except KubeApiError as error:
-            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
+            operator_metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
             return reports.scaling_inactive("KubernetesApiError", error_text(error))
         if replicas is None:
             message = f"Deployment {deployment} not found"
@@ -410,7 +414,7 @@ class OrderSystemController:
         try:
             await self._deps.kube.scale(self.namespace, deployment, decision.desired)
         except KubeApiError as error:
-            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
+            operator_metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="scaling").inc()
             return reports.scaling_inactive("ScaleFailed", error_text(error))
         self._announce_scale(
             ScaleChange(inputs.replicas, decision.desired, decision.reason, inputs.depth)
@@ -418,7 +422,7 @@ class OrderSystemController:
         return decision.desired
 
     def _announce_scale(self, change: ScaleChange) -> None:
-        metrics.SCALE_EVENTS.labels(**self._labels(), direction=change.direction).inc()
+        operator_metrics.SCALE_EVENTS.labels(**self._labels(), direction=change.direction).inc()
         self._last_scale_time = timestamp(self._deps.clock())
         event = reports.scale_event(change)
         self._post(event)
@@ -430,11 +434,11 @@ class OrderSystemController:
     def _report_poll(self, inputs: ScalingInputs) -> None:
         labels = self._labels()
         if inputs.unreadable is not None:
-            metrics.RECONCILE_ERRORS.labels(**labels, stage="poll").inc()
-            metrics.QUEUE_READABLE.labels(**labels).set(0)
+            operator_metrics.RECONCILE_ERRORS.labels(**labels, stage="poll").inc()
+            operator_metrics.QUEUE_READABLE.labels(**labels).set(0)
         else:
-            metrics.QUEUE_READABLE.labels(**labels).set(1)
-            metrics.LAST_SUCCESSFUL_POLL.labels(**labels).set(time.time())
+            operator_metrics.QUEUE_READABLE.labels(**labels).set(1)
+            operator_metrics.LAST_SUCCESSFUL_POLL.labels(**labels).set(time.time())
 
     def _report_scaling(
         self,
@@ -444,15 +448,17 @@ class OrderSystemController:
         events: tuple[Event, ...],
     ) -> None:
         labels = self._labels()
-        metrics.DESIRED_REPLICAS.labels(**labels).set(decision.desired)
-        metrics.CURRENT_REPLICAS.labels(**labels).set(current)
+        operator_metrics.DESIRED_REPLICAS.labels(**labels).set(decision.desired)
+        operator_metrics.CURRENT_REPLICAS.labels(**labels).set(current)
         if decision.required is not None:
-            metrics.REQUIRED_REPLICAS.labels(**labels).set(decision.required)
+            operator_metrics.REQUIRED_REPLICAS.labels(**labels).set(decision.required)
         for queue in inputs.reading.queues if inputs.reading is not None else ():
-            depth = metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="ready")
+            depth = operator_metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="ready")
             depth.set(queue.ready)
             if queue.unacked is not None:
-                unacked = metrics.QUEUE_DEPTH.labels(**labels, queue=queue.queue, state="unacked")
+                unacked = operator_metrics.QUEUE_DEPTH.labels(
+                    **labels, queue=queue.queue, state="unacked"
+                )
                 unacked.set(queue.unacked)
         for event in events:
             self._post(event)
@@ -472,7 +478,7 @@ class OrderSystemController:
         if self._invalid_spec_reported != message:
             self._post(Event("Warning", "InvalidSpec", message[:1000]))
             self._invalid_spec_reported = message
-        metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="spec").inc()
+        operator_metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="spec").inc()
         await self._patch_status({}, reports.invalid_spec_conditions(message))
 
     async def _patch_status(self, status: dict[str, Any], conditions: list[Condition]) -> None:
@@ -483,7 +489,7 @@ class OrderSystemController:
         try:
             await self._deps.kube.patch_status(self.namespace, self.name, document)
         except KubeApiError as error:
-            metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="status").inc()
+            operator_metrics.RECONCILE_ERRORS.labels(**self._labels(), stage="status").inc()
             log.warning(
                 "status update failed",
                 extra={"namespace": self.namespace, "ordersystem": self.name, "error": str(error)},

@@ -18,7 +18,7 @@ from oms_operator.conditions import (
     timestamp,
 )
 from oms_operator.keys import KeyAction, KeyRing
-from oms_operator.queues import DepthReading, QueueUnreadableError
+from oms_operator.queue_depth import DepthReading, QueueUnreadableError
 from oms_operator.scaling import ScaleDecision, ScaleReason, ScalingPolicy
 
 ERROR_TEXT_LIMIT = 300  # an API error body can be long; a condition message should not be

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-from oms_operator import metrics
+from oms_operator import operator_metrics
 from oms_operator.reconciler import Dependencies, OrderSystemController
 
 log = logging.getLogger("oms_operator.supervisor")
@@ -36,7 +36,7 @@ class Supervisor:
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
         if event_type == "DELETED" or metadata.get("deletionTimestamp"):
             await self.stop(key)
-            metrics.forget(*key)
+            operator_metrics.forget(*key)
             return
         controller = self._controllers.get(key)
         if controller is not None and controller.uid != str(metadata.get("uid") or ""):

@@ -195,13 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dlq_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from oms.pipeline.dlq import build_parser
+    from oms.outbox.dead_letters import build_parser
 
     return build_parser(parser)
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from oms.pipeline.dlq import run
+    from oms.outbox.dead_letters import run
 
     return run(args)
 

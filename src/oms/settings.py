@@ -337,7 +337,7 @@ class StoreSettings(RedisSettings, CacheSettings):
 
 
 class CelerySettings(RedisSettings, BrokerSettings):
-    """The Celery app of the consumer and the worker (`oms.pipeline.celery_config`)."""
+    """The Celery app of the consumer and the worker (`oms.broker.celery_app`)."""
 
 
 class SigningKeySettings(DatabaseSettings, AuthSettings):

@@ -1,5 +1,6 @@
-"""Structural facts of the hot paths (issue 15): what a cached GET and a create cost in round
-trips, counted on the real servers. Throughput on a shared machine is noise; these are not.
+"""Structural facts of the hot paths: what a cached GET and a create cost in round trips,
+counted on the real servers, so that an extra round trip fails here before `make bench` shows
+it. Throughput on a shared machine is noise; these are not.
 
 PostgreSQL + Redis only: the embedded mode has no Redis round trips to save."""
 

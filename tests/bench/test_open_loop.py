@@ -1,5 +1,5 @@
-"""The pure parts of issue 15's measurements (bench/harness.py): the framework floor's figures,
-vegeta's JSON, the choice of the fixed arrival rate, and the targets table."""
+"""The pure parts of `make bench`'s measurements (bench/harness.py): the framework floor's
+figures, vegeta's JSON, the choice of the fixed arrival rate, and the targets table."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from celery.backends.base import DisabledBackend
 from celery.backends.redis import RedisBackend
 from sqlalchemy import event
 
+from oms.broker.celery_app import create_celery_app
 from oms.cache import MemoryOrderCache
 from oms.db.session import create_engine, create_session_factory
-from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.processing import process_order
+from oms.processing.orders import process_order
 from oms.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.pipeline.support import create_orders_directly

@@ -10,8 +10,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
-from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER
+from oms.broker.contracts import DEAD_LETTER_QUEUE_NAME, DEAD_LETTER_REASON_HEADER, QUEUE_NAME
 from oms.settings import Settings
 from tests.e2e.conftest import FIGURES, StackFactory
 from tests.e2e.helpers import metric_value, processed_over_http, task_events

@@ -41,8 +41,9 @@ PACKAGES = {
     "operator": "oms_operator",
 }
 
-# What each image must not carry: the other processes' frameworks (issue 12), and the shared
-# library's extras the process does not use (issue 13).
+# What each image must not carry: the other processes' frameworks, and the shared library's
+# extras the process does not use: each image holds only what its process runs, so it stays small
+# and its attack surface with it.
 FOREIGN = {
     "api": ("kopf", "kubernetes_asyncio", "celery"),
     "consumer": (

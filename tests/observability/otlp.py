@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from oms.pipeline.probes import ServerThread
+from oms.observability.probe_server import ServerThread
 
 SPAN_KINDS = {
     ProtoSpan.SPAN_KIND_INTERNAL: "internal",

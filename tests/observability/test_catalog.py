@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-import oms.pipeline.metrics
-import oms_api.metrics
-import oms_consumer.metrics
-import oms_worker.metrics
+import oms.observability.pipeline_metrics
+import oms_api.http_metrics
+import oms_consumer.consumer_metrics
+import oms_worker.task_metrics
 from tests.observability.prometheus_server import ROOT
 
 OBSERVABILITY = ROOT / "observability"
@@ -26,7 +26,12 @@ DASHBOARD = OBSERVABILITY / "dashboards" / "overview.json"
 DOCS = ROOT / "docs" / "observability.md"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 CHECKER = OBSERVABILITY / "check_dashboards.py"
-METRIC_MODULES = (oms_api.metrics, oms.pipeline.metrics, oms_consumer.metrics, oms_worker.metrics)
+METRIC_MODULES = (
+    oms_api.http_metrics,
+    oms.observability.pipeline_metrics,
+    oms_consumer.consumer_metrics,
+    oms_worker.task_metrics,
+)
 # Our metric names as used in PromQL (recording rules `oms:...` excluded: no underscore after
 # the prefix colon), the operator's own excluded (tests/operator checks those).
 USED_NAME = re.compile(r"\boms_(?!operator_)[a-z_]+\b")

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from oms.logging import JsonFormatter
+from oms.observability.logs import JsonFormatter
 from oms.security.keys import generate_private_key
 from tests.conftest import AccountFactory
 

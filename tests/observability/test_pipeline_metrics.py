@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from oms.pipeline.messages import UnparseableMessageError, parse_order_event
-from oms.pipeline.metrics import seconds_between
+from oms.broker.messages import UnparseableMessageError, parse_order_event
+from oms.observability.pipeline_metrics import seconds_between
 from tests.conftest import SettingsFactory, api_client
 from tests.pipeline.support import create_orders, eventually, register_and_login
 

@@ -18,7 +18,7 @@ import aio_pika
 import pytest
 from observability.check_dashboards import expressions, prometheus_expression
 
-from oms.messaging.contracts import EXCHANGE_NAME, ROUTING_KEY
+from oms.broker.contracts import EXCHANGE_NAME, ROUTING_KEY
 from tests.e2e.conftest import FIGURES, Stack, StackFactory
 from tests.e2e.helpers import metric_value, processed_over_http
 from tests.harness import ServiceProcess

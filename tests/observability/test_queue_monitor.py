@@ -7,11 +7,11 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
-from oms.messaging.queues import QueueNotFoundError, read_queue_state
-from oms.pipeline.topology import declare_topology
-from oms_consumer.metrics import QUEUE_MESSAGES
-from oms_consumer.queues import QueueDepthMonitor
+from oms.broker.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
+from oms.broker.queue_depth import QueueNotFoundError, read_queue_state
+from oms.broker.topology import declare_topology
+from oms_consumer.consumer_metrics import QUEUE_MESSAGES
+from oms_consumer.queue_depth_poller import QueueDepthMonitor
 
 
 def gauge(name: str, queue: str) -> float | None:
@@ -57,7 +57,7 @@ async def test_poll_exports_depth_and_consumers_drops_missing_queues_and_leaks_n
 async def test_the_shared_read_tells_a_missing_queue_from_a_counted_one(
     rabbitmq_vhost_url: str,
 ) -> None:
-    """`oms.messaging.queues` on a plain (not robust) connection, the way the operator connects:
+    """`oms.broker.queue_depth` on a plain (not robust) connection, the way the operator connects:
     counts for a queue that exists, QueueNotFoundError for one that does not, and the
     connection stays usable after the miss."""
     connection = await aio_pika.connect(rabbitmq_vhost_url)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from oms.pipeline.celery_config import TASK_QUEUE
+from oms.broker.celery_app import TASK_QUEUE
 from oms_operator.durations import DURATION_PATTERN, parse_duration
 from oms_operator.spec import (
     GROUP,

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from oms.telemetry import tracing_configured
+from oms.observability.tracing import tracing_configured
 from tests.harness import free_port
 from tests.infra import RABBITMQ_URL
 from tests.operator.cluster import Cluster, eventually

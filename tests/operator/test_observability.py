@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from prometheus_client import Counter, Gauge
 
-from oms_operator import metrics
+from oms_operator import operator_metrics
 from tests.observability.test_catalog import heading_anchors
 from tests.operator.crd import ROOT
 
@@ -21,7 +21,7 @@ METRIC_NAME = re.compile(r"\boms_operator_[a-z_]+\b")
 
 def exported_names() -> set[str]:
     names: set[str] = set()
-    for value in vars(metrics).values():
+    for value in vars(operator_metrics).values():
         if isinstance(value, Counter):
             names.add(f"{value._name}_total")
         elif isinstance(value, Gauge):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from oms_operator.queues import (
+from oms_operator.queue_depth import (
     QueueUnreadableError,
     RabbitMQDepthReader,
     management_queue_url,

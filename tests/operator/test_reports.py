@@ -8,7 +8,7 @@ import pytest
 
 from oms_operator.conditions import Condition
 from oms_operator.keys import KeyAction, KeyPolicy, new_ring
-from oms_operator.queues import DepthReading, QueueDepth, QueueUnreadableError
+from oms_operator.queue_depth import DepthReading, QueueDepth, QueueUnreadableError
 from oms_operator.reports import (
     Event,
     KeysOutcome,

@@ -19,10 +19,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.broker.contracts import CONTENT_TYPE, EXCHANGE_NAME, ROUTING_KEY
 from oms.cache import MemoryOrderCache, OrderCache
 from oms.db.models import Order, OutboxEvent
 from oms.db.session import create_engine, create_session_factory
-from oms.messaging.contracts import CONTENT_TYPE, EXCHANGE_NAME, ROUTING_KEY
 from oms.orders.service import OrderService
 from oms.resources import build_order_cache
 from oms.schemas import OrderCreate

@@ -10,14 +10,14 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from oms.messaging.contracts import (
+from oms.broker.celery_app import create_celery_app
+from oms.broker.contracts import (
     CONTENT_TYPE,
     DEAD_LETTER_QUEUE_NAME,
+    DEAD_LETTER_REASON_HEADER,
     QUEUE_NAME,
     OrderCreatedEvent,
 )
-from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import aio_pika
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
-from oms.pipeline.dlq import list_dead_letters, replay_dead_letters
-from oms.pipeline.topology import (
+from oms.broker.contracts import (
     DEAD_LETTER_EXCHANGE_NAME,
+    DEAD_LETTER_QUEUE_NAME,
     DEAD_LETTER_REASON_HEADER,
-    declare_topology,
+    QUEUE_NAME,
 )
+from oms.broker.topology import declare_topology
+from oms.outbox.dead_letters import list_dead_letters, replay_dead_letters
 from tests.pipeline.support import drain_queue, queue_depth
 
 

@@ -23,25 +23,31 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.backoff import exponential_delay
-from oms.cache import MemoryOrderCache
-from oms.db.models import OutboxEvent
-from oms.db.session import create_engine, create_session_factory
-from oms.messaging.contracts import (
+from oms.broker.celery_app import create_celery_app
+from oms.broker.contracts import (
     DEAD_LETTER_QUEUE_NAME,
     QUEUE_NAME,
     ROUTING_KEY,
     OrderCreatedEvent,
 )
-from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.destinations import InProcessDestination, RabbitPublisher, describe_error
-from oms.pipeline.dlq import list_dead_letters, list_parked, replay_dead_letters, replay_parked
-from oms.pipeline.relay import (
+from oms.broker.topology import declare_topology
+from oms.cache import MemoryOrderCache
+from oms.db.models import OutboxEvent
+from oms.db.session import create_engine, create_session_factory
+from oms.outbox.dead_letters import (
+    list_dead_letters,
+    list_parked,
+    replay_dead_letters,
+    replay_parked,
+)
+from oms.outbox.destinations import InProcessDestination, RabbitPublisher
+from oms.outbox.relay import (
     MAX_RETRY_DELAY_SECONDS,
     OutboxRelay,
     claim_statement,
     should_park,
 )
-from oms.pipeline.topology import declare_topology
+from oms.processing.orders import describe_error
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher
 from oms_consumer.service import OrderEventConsumer

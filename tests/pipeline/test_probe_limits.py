@@ -11,7 +11,12 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from oms.pipeline.probes import ConnectionLimits, MetricsServer, ProbeServer, WSGIServerThread
+from oms.observability.probe_server import (
+    ConnectionLimits,
+    MetricsServer,
+    ProbeServer,
+    WSGIServerThread,
+)
 
 TIMEOUT = 2.0
 LIMIT = 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
-from oms.pipeline.probes import ProbeServer
+from oms.observability.probe_server import ProbeServer
 
 
 async def test_probe_server_reports_liveness_readiness_and_metrics() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from oms.cache import MemoryOrderCache
 from oms.db.models import Order, OrderStatus
-from oms.pipeline.processing import OrderMissingError, process_order
+from oms.processing.orders import OrderMissingError, process_order
 from tests.conftest import SettingsFactory
 from tests.pipeline.support import (
     create_orders_directly,

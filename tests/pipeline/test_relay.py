@@ -13,11 +13,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.backoff import exponential_delay
+from oms.broker.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory
-from oms.messaging.contracts import CONTENT_TYPE, QUEUE_NAME, OrderCreatedEvent
-from oms.pipeline.destinations import RabbitPublisher
-from oms.pipeline.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
+from oms.outbox.destinations import RabbitPublisher
+from oms.outbox.relay import INITIAL_BACKOFF_SECONDS, OutboxRelay
 from tests.conftest import SettingsFactory, api_client
 from tests.harness import free_port
 from tests.pipeline.support import (

@@ -10,8 +10,8 @@ from typing import Any
 import aiormq
 import pytest
 
-from oms.pipeline.destinations import DELIVERED, RabbitPublisher
-from oms.pipeline.messages import OutboxRecord
+from oms.broker.messages import OutboxRecord
+from oms.outbox.destinations import DELIVERED, RabbitPublisher
 
 BATCH = 40
 

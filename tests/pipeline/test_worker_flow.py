@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
+from oms.broker.celery_app import create_celery_app
 from oms.orders.service import OrderService
-from oms.pipeline.celery_config import create_celery_app
 from oms.schemas import OrderCreate
 from oms.settings import Settings
 from oms_consumer.dispatch import CeleryDispatcher

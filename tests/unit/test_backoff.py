@@ -35,5 +35,5 @@ def test_a_base_above_the_cap_is_the_first_wait() -> None:
 
 def test_the_relay_process_is_a_service_entry_point() -> None:
     (relay,) = entry_points(group="console_scripts", name="oms-relay")
-    assert relay.value == "oms_api.relay:main"
+    assert relay.value == "oms_api.relay_command:main"
     assert callable(relay.load())

@@ -5,7 +5,7 @@ moves.
 - `oms_api.server.GuardedHttpToolsProtocol` subclasses uvicorn's private httptools protocol: it
   overrides parser callbacks and `_start_asgi_task`, and reads `cycle`, `pipeline` and
   `flow_control.service_unavailable`.
-- `oms_api.gate` runs a copy of `limits`' moving-window Lua scripts on `limits`' Redis key
+- `oms_api.request_gate` runs a copy of `limits`' moving-window Lua scripts on `limits`' Redis key
   format, so that the library and the one-round-trip gate count the same window.
 
 The recorded digests are those of the versions the pins allow; after reviewing a new upstream
@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from redis.asyncio import Redis
 
-from oms_api.gate import RequestGate
+from oms_api.request_gate import RequestGate
 from oms_api.server import GuardedHttpToolsProtocol
 
 API_PYPROJECT = Path(__file__).parents[2] / "services" / "api" / "pyproject.toml"
@@ -105,8 +105,8 @@ def test_every_method_we_override_exists_upstream() -> None:
 def test_limits_moving_window_scripts_are_the_ones_the_gate_copies(script: str) -> None:
     lua = resources.files("limits") / "resources" / "redis" / "lua_scripts" / script
     assert sha256(lua.read_bytes()) == LIMITS_SCRIPTS[script], (
-        f"limits' {script} changed upstream: review the copy in oms_api.gate, then record the "
-        "new digest"
+        f"limits' {script} changed upstream: review the copy in oms_api.request_gate, then record "
+        "the new digest"
     )
 
 

@@ -13,12 +13,16 @@ from fastapi.openapi.utils import get_openapi
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from oms.observability.tracing import configure_tracing
 from oms.settings import ApiSettings, get_api_settings
-from oms.telemetry import configure_tracing
-from oms_api.metrics import HttpMetricsMiddleware
-from oms_api.middleware import ErrorBoundaryMiddleware, RequestEnvelopeMiddleware
+from oms_api.deps import count_unchecked_request
+from oms_api.middleware import (
+    ErrorBoundaryMiddleware,
+    HttpMetricsMiddleware,
+    RequestEnvelopeMiddleware,
+)
 from oms_api.problems import ProblemType, install_problem_handlers, problem_response
-from oms_api.routers import auth, health, metrics, orders
+from oms_api.routers import auth, health, metrics_endpoint, orders
 from oms_api.state import open_app_state
 from oms_api.tracing import instrument_app
 
@@ -68,7 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         async with open_app_state(settings) as state:
             app.state.oms = state
             refresher = (
-                asyncio.create_task(metrics.refresh_outbox_backlog(state.session_factory))
+                asyncio.create_task(metrics_endpoint.refresh_outbox_backlog(state.session_factory))
                 if metrics_on_own_port
                 else None
             )
@@ -89,10 +93,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, count_unchecked_request)
     app.include_router(health.router)
     if not metrics_on_own_port:
-        app.include_router(metrics.router)
+        app.include_router(metrics_endpoint.router)
     app.include_router(auth.router)
     app.include_router(orders.router)
     # Added innermost first: the envelope wraps everything, the error boundary sits right

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oms.orders.service import OrderService
 from oms.security.tokens import UNBOUND_TOKEN, InvalidTokenError, TokenClaims
-from oms_api.metrics import CACHE_ERRORS
+from oms_api.http_metrics import CACHE_ERRORS
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError, ProblemType
 from oms_api.ratelimit import RateLimiter
@@ -99,7 +99,7 @@ async def authenticate(
     limit (per user when the token is admitted, else per IP) when `limit` is given.
 
     Signature and expiry are not enough: the user may since have been disabled or deleted, or
-    had their tokens revoked (oms.users.access). With a gate (oms_api.gate) that check, the
+    had their tokens revoked (oms.users.access). With a gate (oms_api.request_gate) that check, the
     limit and the cache read of an order GET are one Redis round trip."""
     verified = _verify(request, state, token) if token else None
     if not isinstance(verified, TokenClaims):

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from oms.logging import configure_logging
-from oms.prometheus import MULTIPROC_ENV, prepare_multiprocess_dir, scrape_registry
+from oms.observability.logs import configure_logging
+from oms.observability.metrics_registry import (
+    MULTIPROC_ENV,
+    prepare_multiprocess_dir,
+    scrape_registry,
+)
 from oms.security.keys import KeyConfigurationError, load_key_set
 from oms.settings import get_api_settings
 from oms_api.server import server_options, unsafe_configuration
@@ -46,7 +50,7 @@ def main() -> None:
         # happen before the workers import prometheus_client (they inherit the variable).
         prepare_multiprocess_dir("oms-api-")
     if settings.API_METRICS_PORT:
-        from oms.pipeline.probes import MetricsServer
+        from oms.observability.probe_server import MetricsServer
 
         # In this (the supervising) process: one port whatever the number of workers. Bounded
         # like the probe ports (prometheus_client's own server keeps idle connections forever).

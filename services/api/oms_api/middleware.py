@@ -6,20 +6,24 @@ chunked bodies included), and stamps `X-Request-ID` and the rate-limit
 headers on whatever answer leaves, errors included. `ErrorBoundaryMiddleware` is the innermost:
 an exception no handler took becomes one logged line and a 500 problem document that travels
 back out through CORS, metrics and the envelope like any other answer, on a connection that
-stays open.
+stays open. `HttpMetricsMiddleware` counts and times every answer, labelled by the route's
+template (`/orders/{order_id}/`), never the raw path, so label cardinality stays bounded
+whatever clients send.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oms.logging import request_id_var
+from oms.observability.logs import request_id_var
+from oms_api.http_metrics import HTTP_DURATION, HTTP_REQUESTS, UNMATCHED_ROUTE
 from oms_api.problems import problem_response
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -146,3 +150,23 @@ class ErrorBoundaryMiddleware(HttpMiddleware):
                 "An unexpected error occurred; quote the request_id when reporting it.",
             )
             await response(scope, receive, send)
+
+
+class HttpMetricsMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)

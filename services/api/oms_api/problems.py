@@ -12,8 +12,9 @@ exception handlers: routes let them propagate instead of translating them by han
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,9 @@ from oms.orders.service import (
     UserNotFoundError,
 )
 from oms.users.repository import EmailAlreadyRegisteredError
+
+# Counts a refused request against its route's rate limit; raises the 429 ProblemError when over.
+RefusedRequestCounter = Callable[[Request], Awaitable[None]]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:oms:problem:"
@@ -252,12 +256,12 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     return fields
 
 
-async def _count_unchecked(request: Request) -> Response | None:
+async def _count_unchecked(
+    count_refused: RefusedRequestCounter, request: Request
+) -> Response | None:
     """Rate-limit a request refused before the route's dependencies ran; the 429 when over."""
-    from oms_api.deps import count_unchecked_request  # deps builds on this module
-
     try:
-        await count_unchecked_request(request)
+        await count_refused(request)
     except ProblemError as problem:
         return await _on_problem(request, problem)
     return None
@@ -275,9 +279,11 @@ async def _on_domain_error(request: Request, exc: Exception) -> Response:
     return await _on_problem(request, to_problem(exc))
 
 
-async def _on_validation(request: Request, exc: Exception) -> Response:
+async def _on_validation(
+    count_refused: RefusedRequestCounter, request: Request, exc: Exception
+) -> Response:
     assert isinstance(exc, RequestValidationError)
-    limited = await _count_unchecked(request)
+    limited = await _count_unchecked(count_refused, request)
     if limited is not None:
         return limited
     errors = _field_errors(exc)
@@ -285,10 +291,12 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
     return problem_response(request, 422, f"Invalid input: {fields}", errors=errors)
 
 
-async def _on_http(request: Request, exc: Exception) -> Response:
+async def _on_http(
+    count_refused: RefusedRequestCounter, request: Request, exc: Exception
+) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 413:
-        limited = await _count_unchecked(request)
+        limited = await _count_unchecked(count_refused, request)
         if limited is not None:
             return limited
     detail = exc.detail if isinstance(exc.detail, str) else status_defaults(exc.status_code)[1]
@@ -306,12 +314,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problem_handlers(app: FastAPI, count_refused: RefusedRequestCounter) -> None:
+    """`count_refused` counts a request that a limited route refused before its dependencies
+    ran (a body that is not JSON, or too large) against the route's rate limit. The limits are
+    dependencies (oms_api.deps), which build on this module: the app hands the counter in
+    rather than this module importing its own dependents."""
     app.add_exception_handler(ProblemError, _on_problem)
     for domain_error in DOMAIN_PROBLEMS:
         app.add_exception_handler(domain_error, _on_domain_error)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RequestValidationError, partial(_on_validation, count_refused))
+    app.add_exception_handler(StarletteHTTPException, partial(_on_http, count_refused))
     app.add_exception_handler(Exception, _on_unexpected)
 
 

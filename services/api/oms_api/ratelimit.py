@@ -27,7 +27,7 @@ from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
 from oms.settings import ApiSettings, RateLimitSettings
-from oms_api.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
+from oms_api.http_metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
 from oms_api.middleware import RATE_LIMIT_HEADERS_KEY
 from oms_api.problems import ProblemError
 

@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from oms.db.session import create_engine, create_session_factory
-from oms.pipeline.relay import OutboxRelay
+from oms.outbox.relay import OutboxRelay
 from oms.resources import build_access_book, build_order_cache, redis_client
 from oms.security.keys import KeyStore
 from oms.security.passwords import configure_password_hashing
 from oms.security.tokens import TokenVerifier
 from oms.settings import ApiSettings
 from oms.users.access import AccessBook
-from oms_api.gate import RequestGate
-from oms_api.metrics import ObservedOrderCache
+from oms_api.http_metrics import ObservedOrderCache
 from oms_api.ratelimit import RateLimiter
+from oms_api.request_gate import RequestGate
 from oms_api.tracing import instrument_engine
 
 logger = logging.getLogger("oms.api")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from oms.telemetry import tracing_configured
+from oms.observability.tracing import tracing_configured
 
 
 def instrument_app(app: FastAPI) -> None:

@@ -15,9 +15,9 @@ from celery import Celery
 from opentelemetry.trace import SpanKind, get_current_span
 
 from oms.backoff import exponential_delay
-from oms.messaging.contracts import OrderCreatedEvent
-from oms.pipeline.celery_config import PROCESS_ORDER_TASK, TASK_QUEUE
-from oms.telemetry import context_from_headers, current_trace_headers, tracer
+from oms.broker.celery_app import PROCESS_ORDER_TASK, TASK_QUEUE
+from oms.broker.contracts import OrderCreatedEvent
+from oms.observability.tracing import context_from_headers, current_trace_headers, tracer
 
 logger = logging.getLogger("oms.consumer.dispatch")
 _tracer = tracer("oms.consumer")

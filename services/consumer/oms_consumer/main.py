@@ -6,14 +6,14 @@ import asyncio
 import logging
 import signal
 
-from oms.logging import configure_logging
-from oms.pipeline.celery_config import create_celery_app
-from oms.pipeline.probes import ProbeServer
-from oms.prometheus import scrape_registry
+from oms.broker.celery_app import create_celery_app
+from oms.observability.logs import configure_logging
+from oms.observability.metrics_registry import scrape_registry
+from oms.observability.probe_server import ProbeServer
+from oms.observability.tracing import configure_tracing, instrument_aio_pika, shutdown_tracing
 from oms.settings import ConsumerSettings, get_consumer_settings
-from oms.telemetry import configure_tracing, instrument_aio_pika, shutdown_tracing
 from oms_consumer.dispatch import CeleryDispatcher
-from oms_consumer.queues import QueueDepthMonitor
+from oms_consumer.queue_depth_poller import QueueDepthMonitor
 from oms_consumer.service import OrderEventConsumer
 
 logger = logging.getLogger("oms.consumer")

@@ -29,18 +29,17 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPException
 
 from oms.backoff import exponential_delay
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME
-from oms.pipeline.messages import (
+from oms.broker.contracts import DEAD_LETTER_QUEUE_NAME, DEAD_LETTER_REASON_HEADER
+from oms.broker.messages import (
     UnparseableMessageError,
     parse_order_event,
     persistent_copy,
     trace_context,
 )
-from oms.pipeline.metrics import seconds_between
-from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, Topology, declare_topology
+from oms.broker.topology import Topology, declare_topology
+from oms.observability.pipeline_metrics import seconds_between
 from oms.settings import ConsumerSettings
-from oms_consumer.dispatch import DispatchError, TaskDispatcher
-from oms_consumer.metrics import (
+from oms_consumer.consumer_metrics import (
     CONNECTED,
     DEAD_LETTERED,
     DISPATCH_LAG,
@@ -50,6 +49,7 @@ from oms_consumer.metrics import (
     RECEIVED,
     REDELIVERED,
 )
+from oms_consumer.dispatch import DispatchError, TaskDispatcher
 
 logger = logging.getLogger("oms.consumer")
 

@@ -1,1 +1,2 @@
-"""The Celery worker service: runs `process_order_task` (see oms_worker.app)."""
+"""The Celery worker service: `process_order_task` (oms_worker.tasks) on the app of
+oms_worker.app."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-from oms.logging import configure_logging
-from oms.pipeline.celery_config import TASK_QUEUE
-from oms.prometheus import prepare_multiprocess_dir
+from oms.broker.celery_app import TASK_QUEUE
+from oms.observability.logs import configure_logging
+from oms.observability.metrics_registry import prepare_multiprocess_dir
 from oms.settings import get_worker_settings
 
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     # Prefork children count in files that the main process aggregates at scrape time.
     prepare_multiprocess_dir("oms-worker-")
     # Imported only now: they import prometheus_client (see prepare_multiprocess_dir).
-    from oms.pipeline.probes import ProbeServer
-    from oms.prometheus import scrape_registry
+    from oms.observability.metrics_registry import scrape_registry
+    from oms.observability.probe_server import ProbeServer
     from oms_worker.app import app, status
 
     probes = ProbeServer(

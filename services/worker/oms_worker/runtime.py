@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
 from oms.db.session import create_engine, create_session_factory
+from oms.observability.tracing import tracing_active
 from oms.resources import build_order_cache
 from oms.settings import WorkerSettings
-from oms.telemetry import tracing_active
 
 T = TypeVar("T")
 

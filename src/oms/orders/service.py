@@ -18,9 +18,9 @@ from sqlalchemy import Insert, Table, bindparam, delete, insert, select, tuple_,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.broker.contracts import OrderCreatedEvent
 from oms.cache import OrderCache
 from oms.db.models import IdempotencyKey, Order, OrderStatus, OutboxEvent, UserRole
-from oms.messaging.contracts import OrderCreatedEvent
 from oms.orders.schemas import OrderCreate, OrderOut, OrderPage
 from oms.orders.state_machine import allowed_targets, decide_transition
 from oms.users.repository import UserRepository

@@ -84,7 +84,7 @@ class UserAccess:
         return cls(int(generation), active == "1", uuid.UUID(hex=key) if key else None)
 
 
-# What `UserAccess.encode` writes; the request gate's script (oms_api.gate) parses the same.
+# What `UserAccess.encode` writes; the request gate's script (oms_api.request_gate) parses the same.
 _ENCODED = re.compile(r"([0-9]+):([01]):([0-9a-f]{32})?")
 
 GONE = UserAccess(DELETED_GENERATION, active=False, account_key=None)

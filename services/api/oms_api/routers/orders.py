@@ -10,12 +10,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
+from oms.observability.tracing import current_trace_headers
 from oms.orders.service import serialize_order
 from oms.schemas import OrderCreate, OrderOut, OrderPage, OrderStatusUpdate
-from oms.telemetry import current_trace_headers
 from oms_api.deps import CurrentUser, OrderServiceDep, StateDep, cache_lookup
+from oms_api.http_metrics import ORDERS_CREATED, STATUS_TRANSITIONS
 from oms_api.jsonbody import StrictJSONRoute
-from oms_api.metrics import ORDERS_CREATED, STATUS_TRANSITIONS
 from oms_api.problems import ProblemError
 from oms_api.routing import route
 

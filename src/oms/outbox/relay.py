@@ -11,7 +11,7 @@ an outage (DestinationUnavailableError, messages the broker did not confirm, the
 unreachable) never counts as an attempt, so nothing accepted is ever parked or lost because a
 broker or database died.
 
-Poison isolation (embedded mode; see `oms.pipeline.destinations` for how failures are told apart):
+Poison isolation (embedded mode; see `oms.outbox.destinations` for how failures are told apart):
 when processing *one record* fails, that row alone counts an attempt and is not claimed again
 before `next_attempt_at` (exponential back-off from ORDER_TASK_RETRY_DELAY_SECONDS, capped at
 MAX_RETRY_DELAY_SECONDS, a little jitter). After ORDER_TASK_MAX_RETRIES retries (the Celery
@@ -38,19 +38,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.backoff import exponential_delay
+from oms.broker.messages import OutboxRecord
 from oms.cache import OrderCache
 from oms.db.models import LAST_ERROR_LENGTH, OutboxEvent
 from oms.db.session import session_scope
-from oms.pipeline.destinations import (
-    Delivery,
-    DeliveryStatus,
-    DestinationUnavailableError,
-    InProcessDestination,
-    OutboxDestination,
-    RabbitPublisher,
-)
-from oms.pipeline.messages import OutboxRecord
-from oms.pipeline.metrics import (
+from oms.observability.pipeline_metrics import (
     OUTBOX_EVENTS_FAILED,
     OUTBOX_EVENTS_PARKED,
     OUTBOX_EVENTS_PUBLISHED,
@@ -58,9 +50,17 @@ from oms.pipeline.metrics import (
     OUTBOX_PUBLISH_SECONDS,
     OUTBOX_RELAY_FAILURES,
 )
+from oms.outbox.destinations import (
+    Delivery,
+    DeliveryStatus,
+    DestinationUnavailableError,
+    InProcessDestination,
+    OutboxDestination,
+    RabbitPublisher,
+)
 from oms.settings import OutboxRelaySettings
 
-logger = logging.getLogger("oms.pipeline.relay")
+logger = logging.getLogger("oms.outbox.relay")
 
 PURGE_INTERVAL_SECONDS = 600.0
 PARKED_GAUGE_INTERVAL_SECONDS = 15.0

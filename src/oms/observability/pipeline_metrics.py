@@ -3,7 +3,7 @@
 The outbox relay runs inside the API (or `oms-relay`); order processing runs in the Celery worker
 or, in embedded mode, in the API. Processes that fork (uvicorn workers, Celery prefork children)
 must point prometheus_client at a multiprocess directory before this module is imported (see
-`oms.prometheus.prepare_multiprocess_dir`).
+`oms.observability.metrics_registry.prepare_multiprocess_dir`).
 """
 
 from __future__ import annotations

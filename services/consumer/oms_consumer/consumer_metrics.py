@@ -2,15 +2,15 @@
 
 Every delivery counts once in `received`; how it was settled counts in `messages_total{outcome}`
 (`dispatched` and `dead_lettered` are acks, `requeued` a nack). The queue gauges come from a
-periodic passive declare (see oms_consumer.queues), so every consumer replica reports the same
-broker-wide values: aggregate them with `max`, not `sum`.
+periodic passive declare (see oms_consumer.queue_depth_poller), so every consumer replica
+reports the same broker-wide values: aggregate them with `max`, not `sum`.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from oms.prometheus import counter_from_zero
+from oms.observability.metrics_registry import counter_from_zero
 
 RECEIVED = Counter("oms_consumer_messages_received_total", "new_order deliveries received")
 REDELIVERED = Counter(

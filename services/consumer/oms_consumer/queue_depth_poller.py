@@ -1,9 +1,9 @@
 """Queue depth for Prometheus: the consumer polls RabbitMQ with passive declares.
 
-A passive declare (`oms.messaging.queues`) answers the ready-message and consumer counts of a queue
-without the management plugin, so the dashboards and alerts see the backlog of `new_order`, the
-size of the dead-letter queue and the Celery task queue wherever the consumer runs. A queue that
-does not exist (yet) has its series dropped rather than left stale.
+A passive declare (`oms.broker.queue_depth`) answers the ready-message and consumer counts of a
+queue without the management plugin, so the dashboards and alerts see the backlog of
+`new_order`, the size of the dead-letter queue and the Celery task queue wherever the consumer
+runs. A queue that does not exist (yet) has its series dropped rather than left stale.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 from aio_pika.abc import AbstractConnection
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
-from oms.messaging.queues import READ_ERRORS, QueueNotFoundError, QueueState, read_queue_state
-from oms.pipeline.celery_config import TASK_QUEUE
-from oms_consumer.metrics import QUEUE_CONSUMERS, QUEUE_MESSAGES, QUEUE_POLL_TIMESTAMP
+from oms.broker.celery_app import TASK_QUEUE
+from oms.broker.contracts import DEAD_LETTER_QUEUE_NAME, QUEUE_NAME
+from oms.broker.queue_depth import READ_ERRORS, QueueNotFoundError, QueueState, read_queue_state
+from oms_consumer.consumer_metrics import QUEUE_CONSUMERS, QUEUE_MESSAGES, QUEUE_POLL_TIMESTAMP
 
 logger = logging.getLogger("oms.consumer.queues")
 

@@ -13,9 +13,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.db.models import OutboxEvent
-from oms.prometheus import scrape_registry
+from oms.observability.metrics_registry import scrape_registry
 from oms_api.deps import StateDep
-from oms_api.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from oms_api.http_metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("oms.api.metrics")

@@ -1,7 +1,7 @@
 """Worker metrics. Prefork children count their own tasks, so the values live in
 prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, prepared by oms_worker.main
 before this module is imported) and the scrape endpoint aggregates them
-(`oms.prometheus.scrape_registry`). The end-to-end lag histogram
+(`oms.observability.metrics_registry.scrape_registry`). The end-to-end lag histogram
 (`oms_order_processing_lag_seconds`) is recorded by the shared processing function."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 from prometheus_client import Histogram, multiprocess
 
-from oms.prometheus import MULTIPROC_ENV, counter_from_zero
+from oms.observability.metrics_registry import MULTIPROC_ENV, counter_from_zero
 
 TASKS = counter_from_zero(
     "oms_worker_tasks_total",

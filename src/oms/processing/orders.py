@@ -26,13 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oms.cache import OrderCache
 from oms.db.models import Order
+from oms.observability.pipeline_metrics import ORDER_PROCESSING_LAG, seconds_between
+from oms.observability.tracing import tracer
 from oms.orders.service import serialize_order
-from oms.pipeline.metrics import ORDER_PROCESSING_LAG, seconds_between
-from oms.telemetry import tracer
 
 Outcome = Literal["processed", "already_processed"]
 
-_tracer = tracer("oms.pipeline.processing")
+_tracer = tracer("oms.processing.orders")
 
 
 class OrderMissingError(LookupError):
@@ -115,3 +115,10 @@ async def _process_order(
         processed_at=order.processed_at.isoformat() if order.processed_at else None,
         version=order.version,
     )
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, safe to store and log: no NUL, no unpaired surrogate (either would make
+    the very UPDATE that records the failure fail, and stall the relay)."""
+    described = f"{type(error).__name__}: {error}"
+    return described.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

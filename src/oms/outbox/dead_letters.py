@@ -2,7 +2,7 @@
 
 With RabbitMQ (RABBITMQ_URL set) that is the dead-letter queue `new_order.dlq`; in the embedded
 mode (no RABBITMQ_URL, or `--outbox`) it is the parked outbox rows (`dead_lettered_at` set by the
-relay after the last allowed processing attempt, see `oms.pipeline.relay`). Replaying a parked
+relay after the last allowed processing attempt, see `oms.outbox.relay`). Replaying a parked
 row clears the parking, resets its attempts and makes it due now: the running relay (inside the
 API, or `oms-relay`) processes it again within OUTBOX_POLL_SECONDS.
 
@@ -20,22 +20,19 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aio_pika
-import orjson
-from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractIncomingMessage
-from pamqp.commands import Basic
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oms.broker.contracts import DEAD_LETTER_REASON_HEADER, ROUTING_KEY
+from oms.broker.messages import persistent_copy
+from oms.broker.topology import declare_topology
 from oms.db.models import OutboxEvent
 from oms.db.session import create_engine, create_session_factory, session_scope
-from oms.messaging.contracts import CONTENT_TYPE, DEAD_LETTER_QUEUE_NAME, ROUTING_KEY
-from oms.pipeline.messages import persistent_copy
-from oms.pipeline.topology import DEAD_LETTER_REASON_HEADER, declare_topology
 from oms.settings import DatabaseSettings, DeadLetterSettings
 
 # Broker bookkeeping a replayed message must not carry back into new_order.
@@ -57,45 +54,6 @@ class DeadLetter:
     message_id: str | None
     reason: str
     body_preview: str
-
-
-def order_event_dead_letter(
-    event_id: uuid.UUID, order_id: str, reason: str, headers: dict[str, str] | None = None
-) -> aio_pika.Message:
-    """An `order.created` v1 message for `new_order.dlq`, for a worker whose task failed for
-    good: `oms dlq replay` sends it back through `new_order` and the consumer dispatches a fresh
-    task (same event id, so the same task id). The task does not carry the original event time:
-    `occurred_at` is the time of dead-lettering."""
-    body = {
-        "event": "order.created",
-        "version": 1,
-        "event_id": str(event_id),
-        "order_id": order_id,
-        "occurred_at": datetime.now(UTC).isoformat(),
-    }
-    return aio_pika.Message(
-        orjson.dumps(body),
-        content_type=CONTENT_TYPE,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=str(event_id),
-        type="order.created",
-        timestamp=datetime.now(UTC),
-        headers={**(headers or {}), DEAD_LETTER_REASON_HEADER: reason[:500]},
-    )
-
-
-async def publish_dead_letter(url: str, message: aio_pika.Message, timeout_seconds: float) -> None:
-    """Publish to `new_order.dlq` and wait for the broker's confirm; raises if it did not."""
-    timeout = timeout_seconds
-    connection = await aio_pika.connect(url, timeout=timeout)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        topology = await asyncio.wait_for(declare_topology(channel), timeout)
-        confirmation = await topology.dead_letter_exchange.publish(
-            message, DEAD_LETTER_QUEUE_NAME, mandatory=True, timeout=timeout
-        )
-        if not isinstance(confirmation, Basic.Ack):
-            raise RuntimeError(f"the broker did not confirm the dead letter: {confirmation!r}")
 
 
 def dead_letter_reason(headers: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from oms.messaging.contracts import CONTENT_TYPE, OrderCreatedEvent
+from oms.broker.contracts import CONTENT_TYPE, OrderCreatedEvent
 
 
 @dataclass(frozen=True, slots=True)

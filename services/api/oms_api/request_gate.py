@@ -4,10 +4,10 @@ A request with a valid bearer token needs three things from Redis before it can 
 whether the token's account still holds the id and its tokens still count (`user:{id}:access`,
 oms.users.access), a hit on the route's moving-window limit (limits' storage format, so the
 `limits` library and this script count the same window), and on `GET /orders/{id}/` the cached
-order (`order:{id}`). Three round trips cost more CPU in redis-py than the rest of a cached read
-together (issue 15 profiles), so one Lua script does all three: it reads the access entry and
-decides, as `resolve_optional_claims` does, whether the limit is counted per user (token admitted)
-or per client IP (revoked); it reads the cached body only for an admitted token.
+order (`order:{id}`). Profiled, three round trips cost more CPU in redis-py than the rest of
+a cached read together (bench/README.md), so one Lua script does all three: it reads the access
+entry and decides, as `resolve_optional_claims` does, whether the limit is counted per user
+(token admitted) or per client IP (revoked); it reads the cached body only for an admitted token.
 
 The cache and the limit counters live in different Redis databases of one server (REDIS_URL
 /0, REDIS_URL_RATE_LIMIT /1): a script may SELECT another database for its own duration without

@@ -1,7 +1,8 @@
 """The RabbitMQ topology of the order pipeline, declared identically by every party.
 
 RabbitMQ refuses a redeclaration whose arguments differ (PRECONDITION_FAILED), so the relay, the
-consumer and the DLQ tool all declare through this one function.
+consumer and the DLQ tool all declare through this one function (the worker, which publishes
+its dead letters with kombu, declares the same names and arguments from oms.broker.contracts).
 
     exchange `orders` (direct, durable) --order.created--> queue `new_order` (quorum, durable)
     queue `new_order` --dead letters--> exchange `orders.dlx` --new_order.dlq--> `new_order.dlq`
@@ -15,25 +16,18 @@ delivery_limit`, instead of circling forever.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-from oms.messaging.contracts import DEAD_LETTER_QUEUE_NAME, EXCHANGE_NAME, QUEUE_NAME, ROUTING_KEY
-
-DEAD_LETTER_EXCHANGE_NAME: Final = "orders.dlx"
-# Part of the queue's identity (see module docstring): change it through a policy, not here.
-DELIVERY_LIMIT: Final = 5
-# Header our consumer sets when it dead-letters a message itself, e.g. because it is unparseable.
-DEAD_LETTER_REASON_HEADER: Final = "x-oms-dead-letter-reason"
-
-NEW_ORDER_QUEUE_ARGUMENTS: Final[dict[str, str | int]] = {
-    "x-queue-type": "quorum",
-    "x-delivery-limit": DELIVERY_LIMIT,
-    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE_NAME,
-    "x-dead-letter-routing-key": DEAD_LETTER_QUEUE_NAME,
-}
+from oms.broker.contracts import (
+    DEAD_LETTER_EXCHANGE_NAME,
+    DEAD_LETTER_QUEUE_NAME,
+    EXCHANGE_NAME,
+    NEW_ORDER_QUEUE_ARGUMENTS,
+    QUEUE_NAME,
+    ROUTING_KEY,
+)
 
 
 @dataclass(frozen=True, slots=True)

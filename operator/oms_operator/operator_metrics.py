@@ -6,7 +6,7 @@ import contextlib
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from oms.pipeline.probes import MetricsServer
+from oms.observability.probe_server import MetricsServer
 
 _LABELS = ("namespace", "ordersystem")
 

@@ -7,11 +7,11 @@ import asyncio
 import signal
 
 from oms.db.session import create_engine, create_session_factory
-from oms.logging import configure_logging
-from oms.pipeline.relay import OutboxRelay
+from oms.observability.logs import configure_logging
+from oms.observability.tracing import configure_tracing
+from oms.outbox.relay import OutboxRelay
 from oms.resources import build_order_cache
 from oms.settings import RelaySettings, get_relay_settings
-from oms.telemetry import configure_tracing
 
 
 async def run_relay(settings: RelaySettings, stop: asyncio.Event) -> None:

@@ -1,6 +1,6 @@
 """Queue depth from RabbitMQ.
 
-Ready messages come from an AMQP passive declare (`oms.messaging.queues.read_queue_state`, shared
+Ready messages come from an AMQP passive declare (`oms.broker.queue_depth.read_queue_state`, shared
 with the consumer: it answers the ready-message count without creating anything). Messages a
 consumer has prefetched but not acknowledged are *not* in that count: with Celery's prefetch a
 busy worker can hold many tasks while the queue looks empty, and a depth-only scaler then removes
@@ -22,7 +22,7 @@ import aiormq
 import yarl
 from aio_pika.abc import AbstractConnection
 
-from oms.messaging.queues import READ_ERRORS, QueueNotFoundError, read_queue_state
+from oms.broker.queue_depth import READ_ERRORS, QueueNotFoundError, read_queue_state
 
 
 class QueueUnreadableError(Exception):

@@ -1,1 +1,0 @@
-"""Messaging contracts shared by the producer (outbox relay), the consumer and the worker."""

@@ -1,1 +1,0 @@
-"""The order pipeline: outbox relay, RabbitMQ topology, processing, Celery configuration."""
