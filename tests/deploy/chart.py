@@ -44,15 +44,14 @@ class RenderError(RuntimeError):
     pass
 
 
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a tool from the repository's root; the caller judges its exit status."""
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False, cwd=REPO)
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run scripts/<name> with this interpreter (the scripts run by `make manifests`)."""
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
+    return run(sys.executable, str(SCRIPTS / name), *args)
 
 
 def helm_docs(chart_root: Path, *, dry_run: bool) -> str:
@@ -74,7 +73,7 @@ def undocumented(readme: str) -> list[str]:
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HELM, *args], capture_output=True, text=True, check=False, cwd=REPO)
+    return run(HELM, *args)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.chart import REPO
+from tests.deploy.chart import REPO, run
 from tests.deploy.dockerfile import instructions, parse
 
 HADOLINT = str(Path(sys.executable).parent / "hadolint")
@@ -62,13 +62,7 @@ DEV_CONFIG = REPO / "deploy" / "dev" / ".hadolint.yaml"
 def hadolint(
     *paths: Path, config: Path = REPO / ".hadolint.yaml"
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [HADOLINT, "--config", str(config), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
+    return run(HADOLINT, "--config", str(config), *map(str, paths))
 
 
 def test_hadolint_passes() -> None:

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.chart import REPO, SCRIPTS
+from tests.deploy.chart import REPO, run_script
 
 TILTFILE = REPO / "Tiltfile"
 
 
 def check(tiltfile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / "check-tiltfile.py"), "--tiltfile", str(tiltfile)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
+    return run_script("check-tiltfile.py", "--tiltfile", str(tiltfile))
 
 
 def test_tiltfile_declares_what_the_repository_has() -> None:
