@@ -20,7 +20,7 @@ CHECKS :=
 TEST_TOOLS :=
 TYPED_SCRIPTS :=
 # What `make help` lists first, in this order; wherever they are defined.
-EVERYDAY := run test services stack bench manifests images cluster cluster-down
+EVERYDAY := run test services stack bench manifests images cluster cluster-down check fmt
 -include mk/*.mk
 
 .PHONY: help
@@ -79,6 +79,22 @@ pytest: install services $(TEST_TOOLS) ## run the tests: all, or T="<paths and p
 
 .PHONY: test
 test: install services lint typecheck $(CHECKS) pytest ## lint, type-check and run every test
+
+# The fast tier: lint, types and the tests that need nothing beyond the test process (no server,
+# engine, cluster or fetched tool; `pytest -m fast`, tests/README.md). The three run side by side:
+# mypy from a cold cache takes about as long as the tests.
+.PHONY: check
+check: ## lint, type-check and the fast tests (no servers, engine or cluster): under a minute
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck pytest-fast
+
+.PHONY: pytest-fast
+pytest-fast: install ## only the fast tests, or T="<paths and pytest options>" among them
+	$(RUN) pytest -m fast $(T)
+
+.PHONY: fmt
+fmt: install ## fix what ruff can (ruff check --fix), then format (ruff format)
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
 
 .PHONY: clean
 clean: ## remove local state (data/, caches); keeps .venv and .tools

@@ -1,36 +1,47 @@
-"""Shared fixtures: every test gets its own database (PostgreSQL or SQLite) and Redis prefix."""
+"""Shared fixtures: every test gets its own database (PostgreSQL or SQLite) and Redis prefix.
+
+This module stays cheap to import: a run of tests/unit must not pay for the API app, SQLAlchemy or
+the database drivers (tests/unit/test_test_tiers.py checks). What only some fixtures need is
+imported inside them. The tiers (`fast` or not, tests/README.md) are tests/tiers.py's.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from oms.migrations.runner import upgrade_async
-from oms.security.keys import generate_private_key, private_key_to_pem
-from oms.settings import Settings
-from oms_api.app import create_app
-from tests import infra
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+
+    from oms.settings import Settings
+
+pytest_plugins = ["tests.tiers"]
 
 BACKENDS = ["postgres", "sqlite"]
 
 
 @pytest.fixture(scope="session")
 def signing_key_pem() -> str:
+    from oms.security.keys import generate_private_key, private_key_to_pem
+
     return private_key_to_pem(generate_private_key()).decode()
 
 
 @pytest.fixture(scope="session")
 async def pg_template() -> AsyncIterator[str]:
     """One migrated database per test session; each test clones it (much faster than migrating)."""
+    import os
+
+    from oms.migrations.runner import upgrade_async
+    from tests import infra
+
     name = infra.unique_name(f"oms_tpl_{os.getpid()}")
     await infra.create_database(name)
     try:
@@ -42,12 +53,15 @@ async def pg_template() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from oms.migrations.runner import upgrade_async
+    from tests import infra
+
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     await upgrade_async(infra.sqlite_settings(path, path.parent))
     return path
 
 
-SettingsFactory = Callable[..., Awaitable[Settings]]
+SettingsFactory = Callable[..., Awaitable["Settings"]]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,6 +78,8 @@ async def make_settings(
     signing_key_pem: str,
 ) -> AsyncIterator[SettingsFactory]:
     """Build isolated settings for this test; may be called again with different overrides."""
+    from tests import infra
+
     created_dbs: list[str] = []
     prefixes: list[str] = []
 
@@ -92,8 +108,14 @@ async def settings(make_settings: SettingsFactory) -> Settings:
     return await make_settings()
 
 
+# The API app is imported by the fixtures and helpers below only when a test calls them, so the
+# suites that never start it (tests/unit, tests/operator, ...) do not pay for importing it.
+
+
 def asgi_client(application: FastAPI, client_ip: str) -> httpx.AsyncClient:
     """A client of `application` in this process, coming from `client_ip` (limits key on it)."""
+    import httpx
+
     transport = httpx.ASGITransport(app=application, client=(client_ip, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
@@ -104,6 +126,8 @@ async def api_client(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """An app of its own (a second API process, as far as shared state goes), started, and a
     client of it."""
+    from oms_api.app import create_app
+
     application = create_app(settings)
     lifespan = application.router.lifespan_context(application)
     async with lifespan, asgi_client(application, client_ip) as http:
@@ -117,7 +141,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-ServeFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+ServeFactory = Callable[..., contextlib.AbstractAsyncContextManager["httpx.AsyncClient"]]
 
 
 @pytest.fixture
@@ -134,6 +158,8 @@ def serve(make_settings: SettingsFactory) -> ServeFactory:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    from oms_api.app import create_app
+
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
@@ -200,6 +226,8 @@ async def bob(make_account: AccountFactory) -> Account:
 
 @pytest.fixture
 async def admin(settings: Settings, client: httpx.AsyncClient) -> Account:
+    import jwt
+
     from oms.cli import create_admin
 
     email, password = "admin@example.com", "adminpass1"
@@ -207,8 +235,6 @@ async def admin(settings: Settings, client: httpx.AsyncClient) -> Account:
     token = await client.post("/token", data={"username": email, "password": password})
     assert token.status_code == 200, token.text
     me = token.json()["access_token"]
-    import jwt
-
     user_id = int(jwt.decode(me, options={"verify_signature": False})["sub"])
     return Account(user_id, email, password, me)
 
@@ -216,6 +242,7 @@ async def admin(settings: Settings, client: httpx.AsyncClient) -> Account:
 @pytest.fixture
 async def rabbitmq_url() -> AsyncIterator[str]:
     """An AMQP URL on this test's own RabbitMQ vhost, deleted afterwards."""
+    from tests import infra
     from tests.pipeline.support import amqp_url, create_vhost, delete_vhost
 
     vhost = infra.unique_name("oms_test")
