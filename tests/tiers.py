@@ -139,7 +139,9 @@ def refuse_servers(nodeid: str) -> Iterator[None]:
         pytest.fail(explanation(), pytrace=False)
 
 
-# Around each phase, so that fixtures of a wider scope set up for this test are covered too.
+# Around setup and call, so that fixtures of a wider scope set up for this test are covered too.
+# Not around teardown: the last test's teardown also finalizes the session's fixtures, a slow
+# test's PostgreSQL template among them.
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _guarded(item))
@@ -147,11 +149,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    return (yield from _guarded(item))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _guarded(item))
 
 

@@ -143,3 +143,27 @@ def test_the_pre_commit_config_is_valid() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.services  # its child session clones the PostgreSQL template
+def test_a_fast_test_last_in_a_session_is_not_blamed_for_the_session_fixtures_teardown() -> None:
+    # The last test's teardown finalizes the session's fixtures: here the template database a
+    # slow test made, dropped on PostgreSQL after a fast test ran.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/api/test_smoke.py::test_health",
+            "tests/unit/test_state_machine.py",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "in the fast tier" not in result.stdout
