@@ -15,9 +15,11 @@ export UV_PYTHON ?= 3.11
 #   CHECKS        - targets run after lint/typecheck, before pytest: only checks no test runs
 #                   (a check with a test proving it fails belongs in the tests, so it runs once)
 #   TEST_TOOLS    - prerequisites installing the tools the tests need (helm, promtool, ...)
+#   SUITE_TOOLS   - the same, as "<test path>:<prerequisite>" pairs: which suite needs which
 #   TYPED_SCRIPTS - scripts outside the packages that `make typecheck` also checks
 CHECKS :=
 TEST_TOOLS :=
+SUITE_TOOLS :=
 TYPED_SCRIPTS :=
 # What `make help` lists first, in this order; wherever they are defined.
 EVERYDAY := run test services stack bench manifests images cluster cluster-down check fmt
@@ -72,9 +74,18 @@ typecheck: install ## mypy (strict): the packages and tests, then the scripts ou
 	$(RUN) mypy
 	$(if $(TYPED_SCRIPTS),MYPYPATH=scripts $(RUN) mypy $(TYPED_SCRIPTS))
 
-# T narrows the run, e.g. `make pytest T=tests/operator` or `T="tests/pipeline tests/e2e -x"`.
+# T narrows the run, e.g. `make pytest T=tests/operator` or `T="tests/pipeline tests/e2e -x"`;
+# then only the tools of the suites its paths name (or lie in) are installed first: none for
+# tests/api, the cluster's for tests/cluster. Without a path under tests/, all of them.
+T_PATHS := $(filter tests/%,$(T))
+suite_of = $(firstword $(subst :, ,$(1)))
+tool_of = $(word 2,$(subst :, ,$(1)))
+path_in_suite = $(or $(filter $(call suite_of,$(1))%,$(2)),$(filter $(2)%,$(call suite_of,$(1))))
+PYTEST_TOOLS := $(if $(T_PATHS),$(sort $(foreach pair,$(SUITE_TOOLS),$(foreach path,$(T_PATHS),\
+	$(if $(call path_in_suite,$(pair),$(path)),$(call tool_of,$(pair)))))),$(TEST_TOOLS))
+
 .PHONY: pytest
-pytest: install services $(TEST_TOOLS) ## run the tests: all, or T="<paths and pytest options>"
+pytest: install services $(PYTEST_TOOLS) ## run the tests: all, or T="<paths and pytest options>"
 	$(RUN) pytest $(T)
 
 .PHONY: test

@@ -14,7 +14,9 @@ $(CLUSTER_TOOLS_STAMP): | install
 	$(CLUSTER) build
 	@mkdir -p $(dir $@) && touch $@
 # Tests pointed at another cluster (OMS_E2E_KUBECONFIG, docs/kubernetes.md) need no node of ours.
-TEST_TOOLS += $(if $(OMS_E2E_KUBECONFIG),,$(CLUSTER_TOOLS_STAMP))
+CLUSTER_NODE_TOOLS := $(if $(OMS_E2E_KUBECONFIG),,$(CLUSTER_TOOLS_STAMP))
+TEST_TOOLS += $(CLUSTER_NODE_TOOLS)
+SUITE_TOOLS += tests/cluster:$(CLUSTER_NODE_TOOLS) tests/e2e/node:$(CLUSTER_NODE_TOOLS)
 
 # kubectl and helm come along for using it; $$ defers their stamp's name, which mk/deploy.mk (read
 # after this file) defines.

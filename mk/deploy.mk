@@ -38,6 +38,7 @@ $(DEPLOY_TOOLS_STAMP):
 	touch $@
 
 TEST_TOOLS += $(DEPLOY_TOOLS_STAMP)
+SUITE_TOOLS += $(addsuffix :$(DEPLOY_TOOLS_STAMP),tests/deploy tests/cluster tests/e2e/node)
 
 # helm-docs writes the chart README from charts/oms/README.md.gotmpl and the `# --` comments of
 # values.yaml. Built from the Go module proxy once per version into ~/.cache/oms (OMS_CACHE_DIR),
@@ -55,6 +56,7 @@ $(HELM_DOCS):
 	  $(GO) install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
 
 TEST_TOOLS += $(HELM_DOCS)
+SUITE_TOOLS += tests/deploy:$(HELM_DOCS)
 
 # Everything derived, in dependency order: the chart's copies of observability/ files, the chart
 # README from the documented values (helm-docs; the flags match deploylib.helm_docs, so the test

@@ -24,6 +24,7 @@ $(PROMTOOL) $(PROMETHEUS) &:
 		|| { echo "prometheus: promtool/prometheus still missing"; exit 1; }; \
 	promtool --version | head -1
 TEST_TOOLS += $(PROMTOOL) $(PROMETHEUS)
+SUITE_TOOLS += tests/observability:$(PROMTOOL) tests/observability:$(PROMETHEUS)
 
 # Only what no test runs: the dashboards' checker runs in tests/observability (test_catalog.py)
 # and mypy covers it through the tests that import it.

@@ -75,10 +75,11 @@ def test_make_env_puts_the_projects_tools_first_on_path() -> None:
     assert oms == str(REPO / ".venv" / "bin" / "oms")
 
 
-def pytest_prerequisites(env: dict[str, str]) -> list[str]:
-    """What `make pytest` would install first, from make's database (nothing is run)."""
+def pytest_prerequisites(env: dict[str, str], narrowed: str = "--co") -> list[str]:
+    """What `make pytest T=<narrowed>` would install first, from make's database (nothing is
+    run)."""
     result = subprocess.run(
-        ["make", "--no-print-directory", "-p", "-n", "pytest", "T=--co"],
+        ["make", "--no-print-directory", "-p", "-n", "pytest", f"T={narrowed}"],
         capture_output=True,
         text=True,
         check=True,
@@ -98,3 +99,32 @@ def test_tests_pointed_at_another_cluster_build_no_control_plane() -> None:
     assert not [path for path in other if "/.built-" in path], other
     # The chart README's generator comes along either way: the deploy tests use it.
     assert any(path.endswith("/helm-docs") for path in ours + other)
+
+
+def tool_name(prerequisite: str) -> str:
+    name = prerequisite.rsplit("/", 1)[-1]
+    if name.startswith(".built-"):
+        return "control plane"
+    return "kubectl-layer" if name.startswith(".kubectl-layer-") else name
+
+
+@pytest.mark.parametrize(
+    ("narrowed", "wanted"),
+    [
+        ("tests/api/test_orders.py -x", set()),
+        ("tests/unit tests/pipeline", set()),
+        ("tests/deploy/test_chart.py::test_x", {"kubectl-layer", "helm-docs"}),
+        ("tests/observability", {"promtool", "prometheus"}),
+        ("tests/cluster", {"control plane", "kubectl-layer"}),
+        ("tests/e2e/node/test_keys.py", {"control plane", "kubectl-layer"}),
+        ("tests/e2e", {"control plane", "kubectl-layer"}),
+        ("tests -x", {"control plane", "kubectl-layer", "helm-docs", "promtool", "prometheus"}),
+    ],
+)
+def test_a_narrowed_run_installs_only_the_tools_of_its_suites(
+    narrowed: str, wanted: set[str]
+) -> None:
+    own = {k: v for k, v in os.environ.items() if k != "OMS_E2E_KUBECONFIG"}
+    prerequisites = pytest_prerequisites(own, narrowed)
+    assert prerequisites[:2] == ["install", "services"]
+    assert {tool_name(path) for path in prerequisites[2:]} == wanted
