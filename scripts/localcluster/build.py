@@ -7,6 +7,9 @@
     <cache>/coredns/<version>/coredns       CoreDNS with the plugins of deploy/node/coredns/main.go
     <cache>/traefik/<version>/traefik       the ingress controller (layout.TRAEFIK_VERSION)
     <cache>/pause/<version>/pause           the pod sandbox: Kubernetes' own pause.c, static
+    <cache>/registry/<version>/registry     the node's image registry (layout.REGISTRY_VERSION)
+    <cache>/tilt/<version>/tilt             the dev loop (layout.TILT_VERSION; not part of the
+                                            node: `make tilt` builds it, `build` does not)
 
 A build goes to a temporary folder next to its target and is renamed into place when complete, so
 an interrupted build leaves nothing that looks finished; a lock file lets two clones share one
@@ -25,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +84,22 @@ def pause() -> Tool:
     return Tool("pause", layout.kubernetes_version(), ("pause",), "seconds")
 
 
+def registry() -> Tool:
+    return Tool("registry", layout.REGISTRY_VERSION, ("registry",), "1-3 minutes")
+
+
+def tilt() -> Tool:
+    return Tool("tilt", layout.TILT_VERSION, ("tilt",), "6-10 minutes")
+
+
 def tools() -> list[Tool]:
-    return [kubernetes(), coredns(), traefik(), pause()]
+    """What the node needs (`cluster.py build`, `up`)."""
+    return [kubernetes(), coredns(), traefik(), pause(), registry()]
+
+
+def optional_tools() -> list[Tool]:
+    """Built only when asked for by name (`cluster.py build tilt`)."""
+    return [tilt()]
 
 
 # --- running long commands readably ----------------------------------------------------------
@@ -198,25 +215,81 @@ def _build_coredns(tool: Tool, target: Path) -> None:
     )
 
 
-def _build_traefik(tool: Tool, target: Path) -> None:
-    # Traefik's go.mod carries `replace` directives, which only count in its own module: build
-    # from a writable copy of the module rather than as a dependency of ours.
-    source = module_source(layout.TRAEFIK_MODULE, tool.version)
-    with tempfile.TemporaryDirectory(prefix="traefik-") as scratch:
+def _build_in_module_copy(
+    tool: Tool,
+    target: Path,
+    module: str,
+    package: str,
+    version_flag: str,
+    *,
+    prepare: Callable[[Path], None] | None = None,
+    leave_out: tuple[str, ...] = (),
+) -> None:
+    """`go build` of one of a module's commands inside a writable copy of the module: its go.mod
+    `replace` directives only count in its own module, and some need files added first.
+    `leave_out` names top-level folders not to copy."""
+    source = module_source(module, tool.version)
+
+    def left_out(directory: str, names: list[str]) -> list[str]:
+        return [name for name in names if Path(directory) == source and name in leave_out]
+
+    with tempfile.TemporaryDirectory(prefix=f"{tool.name}-") as scratch:
         copy = Path(scratch) / "src"
-        shutil.copytree(source, copy)
+        shutil.copytree(source, copy, ignore=left_out)
         for path in copy.rglob("*"):
             path.chmod(path.stat().st_mode | 0o200)
-        version_flag = f"-X {layout.TRAEFIK_MODULE}/pkg/version.Version={tool.version}"
+        if prepare is not None:
+            prepare(copy)
         run_logged(
-            f"downloading modules and compiling traefik {tool.version}",
+            f"downloading modules and compiling {tool.name} {tool.version}",
             go_build(
-                "-ldflags", f"-s -w {version_flag}", "-o", str(target / "traefik"), "./cmd/traefik"
+                "-ldflags", f"-s -w {version_flag}", "-o", str(target / tool.binaries[0]), package
             ),
             cwd=copy,
             logfile=target / "build.log",
             expected=tool.expected,
         )
+
+
+def _build_traefik(tool: Tool, target: Path) -> None:
+    version_flag = f"-X {layout.TRAEFIK_MODULE}/pkg/version.Version={tool.version}"
+    _build_in_module_copy(tool, target, layout.TRAEFIK_MODULE, "./cmd/traefik", version_flag)
+
+
+def _build_registry(tool: Tool, target: Path) -> None:
+    version_flag = f"-X {layout.REGISTRY_MODULE}/version.version={tool.version}"
+    _build_in_module_copy(tool, target, layout.REGISTRY_MODULE, "./cmd/registry", version_flag)
+
+
+TILT_PLACEHOLDER_PAGE = """<!doctype html>
+<title>Tilt</title>
+<p>This Tilt was built from its Go module without its web UI (no Node.js build here).
+Use the terminal: <code>tilt up --stream</code>, <code>tilt get uiresources</code>,
+<code>tilt logs</code>.</p>
+"""
+
+
+def _tilt_placeholder_assets(copy: Path) -> None:
+    # The web UI is a Node.js build that is not in the module; without an index.html in the
+    # embedded folder `tilt up`/`tilt ci` stop ("Could not find Tilt web static files").
+    build_dir = copy / "pkg" / "assets" / "build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "index.html").write_text(TILT_PLACEHOLDER_PAGE)
+
+
+def _build_tilt(tool: Tool, target: Path) -> None:
+    # Without -X main.version Tilt takes itself for a development build and serves its web UI
+    # from a webpack dev server it would start. The module ships a vendor folder holding only
+    # modules.txt: left in, go build insists on -mod=vendor and fails.
+    _build_in_module_copy(
+        tool,
+        target,
+        layout.TILT_MODULE,
+        "./cmd/tilt",
+        f"-X main.version={tool.version.lstrip('v')}",
+        prepare=_tilt_placeholder_assets,
+        leave_out=("vendor", "node_modules"),
+    )
 
 
 def pause_tag(kubernetes_source: Path) -> str:
@@ -245,6 +318,8 @@ BUILDERS = {
     "coredns": _build_coredns,
     "traefik": _build_traefik,
     "pause": _build_pause,
+    "registry": _build_registry,
+    "tilt": _build_tilt,
 }
 
 

@@ -1,8 +1,9 @@
 """Every daemon's command line and configuration files, as pure functions of the layout.
 
 The configuration files are templates in deploy/node/ (containerd.toml, cni.conflist,
-kubelet.yaml, kube-proxy.yaml, Corefile, addons.yaml) with `${name}` placeholders filled from
-`template_values`; a placeholder without a value is an error, not an empty string.
+kubelet.yaml, kube-proxy.yaml, Corefile, addons.yaml, registry.yaml) with `${name}`
+placeholders filled from `template_values`; a placeholder without a value is an error, not an
+empty string.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from localcluster import layout
 
 # In the order `up` starts them: each needs the ones before it.
-COMPONENTS = ("containerd", *layout.KUBERNETES_BINARIES, "coredns", "traefik")
+COMPONENTS = ("containerd", *layout.KUBERNETES_BINARIES, "coredns", "traefik", "registry")
 
 CNI_BIN_DIR = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
@@ -48,6 +49,7 @@ def template_values(paths: layout.StatePaths, pause_tag: str) -> dict[str, str]:
         "dns_health_port": str(ports.dns_health),
         "dns_ready_port": str(ports.dns_ready),
         "ingress_class": layout.INGRESS_CLASS,
+        "registry_port": str(ports.registry),
     }
 
 
@@ -63,6 +65,7 @@ CONFIG_FILES = {
     "kube-proxy.yaml": "kube-proxy.yaml",
     "Corefile": "Corefile",
     "addons.yaml": "addons.yaml",
+    "registry.yaml": "registry.yaml",
 }
 
 
@@ -160,6 +163,8 @@ def argv(component: str, paths: layout.StatePaths, binaries: dict[str, Path]) ->
         return [str(binaries["coredns"]), "-conf", str(config / "Corefile")]
     if component == "traefik":
         return [str(binaries["traefik"]), *traefik_arguments()]
+    if component == "registry":
+        return [str(binaries["registry"]), "serve", str(config / "registry.yaml")]
     raise ValueError(component)
 
 
@@ -216,4 +221,8 @@ def environment(component: str, paths: layout.StatePaths) -> dict[str, str]:
         # proxied, so a registry on 127.0.0.1 would still work).
         nowhere = f"http://127.0.0.1:{layout.PORTS.registry_sink}"
         return {"HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere, "NO_PROXY": ""}
+    if component == "registry":
+        # Its OpenTelemetry exporter would otherwise send every request's spans to an OTLP
+        # collector on localhost:4318 that is not there.
+        return {"OTEL_TRACES_EXPORTER": "none"}
     return {}

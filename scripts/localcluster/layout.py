@@ -47,6 +47,18 @@ KUBERNETES_BINARIES = (
 TRAEFIK_MODULE = "github.com/traefik/traefik/v3"
 TRAEFIK_VERSION = "v3.6.12"
 
+# The image registry of the node (distribution's `registry`): Tilt pushes the images it builds
+# there and the node's containerd pulls them from it, both on loopback.
+REGISTRY_MODULE = "github.com/distribution/distribution/v3"
+REGISTRY_VERSION = "v3.1.2"
+# Where the registry's ConfigMap is (KEP-1755), for Tilt and any tool that reads it.
+REGISTRY_CONFIGMAP = ("kube-public", "local-registry-hosting")
+
+# Tilt, the inner dev loop (`make tilt`; not part of the node). v0.34.0 is the newest release
+# the module proxy serves here.
+TILT_MODULE = "github.com/tilt-dev/tilt"
+TILT_VERSION = "v0.34.0"
+
 
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"OMS_CLUSTER_{name.upper().replace('-', '_')}_PORT", default))
@@ -71,6 +83,9 @@ class Ports:
     dns_ready: int = _port("dns-ready", 10181)
     ingress: int = _port("ingress", 30080)
     ingress_admin: int = _port("ingress-admin", 30081)
+    # The node's image registry, on loopback (plain HTTP: containerd and Docker treat a registry
+    # on localhost as insecure by default).
+    registry: int = _port("registry", 5000)
     # Nothing listens here: the proxy containerd is given, so that no pull leaves the machine.
     registry_sink: int = _port("registry-sink", 9)
 

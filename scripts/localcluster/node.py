@@ -4,8 +4,10 @@
 
 `up` starts, in order, and waits for each to answer before the next: containerd, etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (until the node is Ready),
-kube-proxy, the add-ons' API objects, CoreDNS and Traefik. The daemons are detached and recorded
-by pid in <state>/state.json; `down` stops exactly those, then removes what they left.
+kube-proxy, the add-ons' API objects, CoreDNS, Traefik and the image registry (on loopback,
+announced to Tilt by the add-ons' `local-registry-hosting` ConfigMap). The daemons are detached
+and recorded by pid in <state>/state.json; `down` stops exactly those, then removes what they
+left, the registry's images with the rest of the state.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def binaries() -> dict[str, Path]:
     found = {name: kubernetes.path(name) for name in build.KUBERNETES_BINARIES}
     found["coredns"] = build.coredns().path()
     found["traefik"] = build.traefik().path()
+    found["registry"] = build.registry().path()
     return found
 
 
@@ -163,6 +166,8 @@ def probe(component: str, paths: layout.StatePaths) -> Callable[[], tuple[bool, 
         return expect_200(f"http://127.0.0.1:{ports.dns_ready}/ready")
     if component == "traefik":
         return expect_200(f"http://127.0.0.1:{ports.ingress_admin}/ping")
+    if component == "registry":
+        return expect_200(f"http://127.0.0.1:{ports.registry}/v2/")
     raise ValueError(component)
 
 
@@ -295,7 +300,14 @@ def up() -> dict[str, Any]:
     log(f"node {layout.NODE_NAME} Ready, DNS and ingress up in {elapsed:.1f} s")
     tell_how_to_use(paths)
     log(f"ingress: http://127.0.0.1:{layout.PORTS.ingress}/ (IngressClass {layout.INGRESS_CLASS})")
+    log(f"image registry: {registry_host()} (what `tilt up` pushes to)")
     return status_document()
+
+
+def registry_host() -> str:
+    """The registry as pushers and the node's containerd name it: `localhost` is plain HTTP to
+    both Docker and containerd without any configuration."""
+    return f"localhost:{layout.PORTS.registry}"
 
 
 def tell_how_to_use(paths: layout.StatePaths) -> None:
@@ -416,6 +428,7 @@ def status_document() -> dict[str, Any]:
         "node_ip": layout.NODE_IP,
         "ingress_url": f"http://127.0.0.1:{layout.PORTS.ingress}",
         "ingress_class": layout.INGRESS_CLASS,
+        "registry": registry_host(),
         "ports": dataclasses.asdict(layout.PORTS),
         "versions": {tool.name: tool.version for tool in tools},
         "binaries": {k: str(v) for k, v in binaries().items()},

@@ -55,6 +55,9 @@ def test_this_machines_must_knows_are_set(rendered: dict[str, str]) -> None:
     assert kubelet["cgroupDriver"] == "cgroupfs"
     runc = cri["containerd"]["runtimes"]["runc"]["options"]
     assert runc["SystemdCgroup"] is False
+    # An imported image the kubelet also pulled from the node's registry under another name
+    # would otherwise be re-pulled from afar (and fail) to check credentials nobody has.
+    assert kubelet["imagePullCredentialsVerificationPolicy"] == "NeverVerify"
 
 
 def test_the_cluster_stays_on_this_machine(rendered: dict[str, str], tmp_path: Path) -> None:
@@ -134,3 +137,25 @@ def test_the_pause_image_archive_is_reproducible(tmp_path: Path) -> None:
         with tarfile.open(fileobj=io.BytesIO(layer.read())) as files:
             assert files.getnames() == ["pause"]
     assert config["config"]["Entrypoint"] == ["/pause"]
+
+
+def test_the_registry_listens_on_loopback_where_the_configmap_says(
+    rendered: dict[str, str], tmp_path: Path
+) -> None:
+    registry = yaml.safe_load(rendered["registry.yaml"])
+    assert registry["http"]["addr"] == f"127.0.0.1:{layout.PORTS.registry}"
+    assert registry["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "state/registry")
+    (hosting,) = [
+        doc
+        for doc in yaml.safe_load_all(rendered["addons.yaml"])
+        if doc["metadata"]["name"] == "local-registry-hosting"
+    ]
+    # KEP-1755: where Tilt looks, what it pushes to (and the node's containerd pulls from).
+    assert hosting["metadata"]["namespace"] == "kube-public"
+    advertised = yaml.safe_load(hosting["data"]["localRegistryHosting.v1"])
+    assert advertised["host"] == f"localhost:{layout.PORTS.registry}"
+    # No spans sent to a collector that is not there.
+    assert (
+        configs.environment("registry", layout.StatePaths(tmp_path))["OTEL_TRACES_EXPORTER"]
+        == "none"
+    )
