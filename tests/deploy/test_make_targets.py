@@ -16,15 +16,21 @@ MENTION = re.compile(r"(?:`|^\s*)make ([a-z][a-z0-9-]*)", re.MULTILINE)
 EVERYDAY = ["run", "test", "services", "stack", "bench", "manifests", "images", "cluster"]
 
 
-def make_help() -> tuple[list[str], list[str]]:
+def make(*args: str, env: dict[str, str] | None = None) -> str:
+    """What make prints (with -n: what it would run, running nothing)."""
     result = subprocess.run(
-        ["make", "--no-print-directory", "-s", "help"],
+        ["make", "--no-print-directory", *args],
         capture_output=True,
         text=True,
         check=True,
         cwd=REPO,
+        env=env,
     )
-    everyday_part, _, other_part = result.stdout.partition("\nOther targets:\n")
+    return result.stdout
+
+
+def make_help() -> tuple[list[str], list[str]]:
+    everyday_part, _, other_part = make("-s", "help").partition("\nOther targets:\n")
 
     def names(text: str) -> list[str]:
         return [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
@@ -78,33 +84,38 @@ def test_make_env_puts_the_projects_tools_first_on_path() -> None:
 def pytest_prerequisites(env: dict[str, str], narrowed: str = "--co") -> list[str]:
     """What `make pytest T=<narrowed>` would install first, from make's database (nothing is
     run)."""
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-p", "-n", "pytest", f"T={narrowed}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-        env=env,
-    )
-    rules = [line for line in result.stdout.splitlines() if line.startswith("pytest: ")]
+    database = make("-p", "-n", "pytest", f"T={narrowed}", env=env)
+    rules = [line for line in database.splitlines() if line.startswith("pytest: ")]
     assert len(rules) == 1, rules
     return rules[0].split()[1:]
 
 
+def background_build(env: dict[str, str]) -> list[str]:
+    """The tools `make test` sets compiling in the background (`cluster.py build --background`),
+    from make's dry run."""
+    dry_run = make("-n", "tools-in-background", env=env)
+    (command,) = [line for line in dry_run.splitlines() if "--background" in line]
+    return command.split("--background", 1)[1].split()[1:]
+
+
 def test_tests_pointed_at_another_cluster_build_no_control_plane() -> None:
     own = {k: v for k, v in os.environ.items() if k != "OMS_E2E_KUBECONFIG"}
-    ours = pytest_prerequisites(own)
-    other = pytest_prerequisites({**own, "OMS_E2E_KUBECONFIG": "/nonexistent/kubeconfig"})
-    assert [path for path in ours if "/.built-" in path], ours
-    assert not [path for path in other if "/.built-" in path], other
+    other_env = {**own, "OMS_E2E_KUBECONFIG": "/nonexistent/kubeconfig"}
+    assert background_build(own) == ["node", "tilt"]
+    # Tilt is still needed there (tests/e2e/node/test_tilt.py runs it against that cluster).
+    assert background_build(other_env) == ["tilt"]
     # The chart README's generator comes along either way: the deploy tests use it.
+    ours, other = pytest_prerequisites(own), pytest_prerequisites(other_env)
     assert any(path.endswith("/helm-docs") for path in ours + other)
+
+
+BACKGROUND = "node and tilt, compiling"
 
 
 def tool_name(prerequisite: str) -> str:
     name = prerequisite.rsplit("/", 1)[-1]
-    if name.startswith(".built-"):
-        return "control plane"
+    if name == "tools-in-background":
+        return BACKGROUND
     return "kubectl-layer" if name.startswith(".kubectl-layer-") else name
 
 
@@ -115,10 +126,10 @@ def tool_name(prerequisite: str) -> str:
         ("tests/unit tests/pipeline", set()),
         ("tests/deploy/test_chart.py::test_x", {"kubectl-layer", "helm-docs"}),
         ("tests/observability", {"promtool", "prometheus"}),
-        ("tests/cluster", {"control plane", "kubectl-layer"}),
-        ("tests/e2e/node/test_keys.py", {"control plane", "kubectl-layer"}),
-        ("tests/e2e", {"control plane", "kubectl-layer"}),
-        ("tests -x", {"control plane", "kubectl-layer", "helm-docs", "promtool", "prometheus"}),
+        ("tests/cluster", {BACKGROUND, "kubectl-layer"}),
+        ("tests/e2e/node/test_keys.py", {BACKGROUND, "kubectl-layer", "prometheus", "tilt"}),
+        ("tests/e2e", {BACKGROUND, "kubectl-layer", "prometheus", "tilt"}),
+        ("tests -x", {BACKGROUND, "kubectl-layer", "helm-docs", "promtool", "prometheus", "tilt"}),
     ],
 )
 def test_a_narrowed_run_installs_only_the_tools_of_its_suites(

@@ -35,7 +35,7 @@ def test_tiltfile_declares_what_the_repository_has() -> None:
         ),
         ('SITE_PACKAGES + "/" + package', 'SITE_PACKAGES + "/x" + package', "sync"),
         ('"charts/oms/ci/dev-values.yaml"', '"charts/oms/ci/nope.yaml"', "does not exist"),
-        ('port_forward(8000, 8000, name = "API")', "port_forward(8000, 8080)", "port_forward"),
+        ('forward(8000, 8000, name = "API")', "forward(8000, 8080)", "port_forward"),
         ('resource_deps = ["postgresql"]', 'resource_deps = ["postgres"]', "'postgres'"),
         ('"oms:ordersystem"', '"oms-main:ordersystem"', "is not deployed"),
         (
@@ -45,6 +45,17 @@ def test_tiltfile_declares_what_the_repository_has() -> None:
         ),
         ('"oms-operator": (', '"oms-operatr": (', "missing for ['oms-operator']"),
         ("update_settings(", "update_setings(", "Starlark error"),
+        ('allow_k8s_contexts("oms-local")', 'allow_k8s_contexts("kind-kind")', "'oms-local'"),
+        ("analytics_settings(False)", "analytics_settings(True)", "analytics_settings(False)"),
+        ("check_updates = False", "check_updates = True", "check_updates"),
+        ('"--namespace", NAMESPACE', '"--namespace", "default"', "namespace 'default'"),
+        ('"--include-crds"]', "]", "--include-crds"),
+        ('["tilt.dev/down-policy"] = "keep"', '["tilt.dev/down-policy"] = "x"', "down-policy"),
+        ('network = "host"', 'network = "bridge"', "network is not host"),
+        ("build_args = BUILD_ARGS,", "", "build_args"),
+        ("trigger_mode = TRIGGER_MODE_MANUAL,", "", "rebuild its image"),
+        ('"src/oms", package_dir]', '"src/oms", "services", package_dir]', "services is neither"),
+        ('"scripts/tilt-build-args.py"', '"scripts/build-args.py"', "does not exist"),
     ],
 )
 def test_tiltfile_check_catches_mistakes(
