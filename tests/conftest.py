@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from oms.settings import Settings
 
-pytest_plugins = ["tests.tiers"]
+pytest_plugins = ["tests.tiers", "tests.ordering"]
 
 BACKENDS = ["postgres", "sqlite"]
 
