@@ -25,6 +25,8 @@ $(PROMTOOL) $(PROMETHEUS) &:
 	promtool --version | head -1
 TEST_TOOLS += $(PROMTOOL) $(PROMETHEUS)
 SUITE_TOOLS += tests/observability:$(PROMTOOL) tests/observability:$(PROMETHEUS)
+# The node suite runs a Prometheus in front of a release (tests/e2e/node/monitoring.py).
+SUITE_TOOLS += tests/e2e/node:$(PROMETHEUS)
 
 # Only what no test runs: the dashboards' checker runs in tests/observability (test_catalog.py)
 # and mypy covers it through the tests that import it.

@@ -31,6 +31,8 @@ DATASOURCE_REF = "${datasource}"
 # Grafana's interval variables become a duration; any other variable sits inside a label
 # matcher (`namespace=~"$namespace"`) and becomes a match-all regex.
 INTERVAL_VARIABLE = re.compile(r"\$\{?__(rate_interval|interval|range)\}?")
+# Their numeric forms (`$__rate_interval_ms`, `$__range_s`) become a number.
+NUMBER_VARIABLE = re.compile(r"\$\{?__(rate_interval|interval|range)_(ms|s)\}?")
 OTHER_VARIABLE = re.compile(r"\$\{?[A-Za-z_]\w*\}?")
 
 
@@ -44,7 +46,8 @@ class Expression:
 
 def prometheus_expression(grafana_expr: str) -> str:
     """A Grafana target expression as plain PromQL (variables replaced by sample values)."""
-    return OTHER_VARIABLE.sub(".*", INTERVAL_VARIABLE.sub("5m", grafana_expr))
+    numbers = NUMBER_VARIABLE.sub(lambda m: "300000" if m[2] == "ms" else "300", grafana_expr)
+    return OTHER_VARIABLE.sub(".*", INTERVAL_VARIABLE.sub("5m", numbers))
 
 
 def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ class PrometheusServer:
     workdir: Path
     targets: dict[str, str]  # job -> host:port serving /metrics
     port: int = field(default_factory=free_port)
+    # Jobs written out in full (e.g. Kubernetes service discovery), after the static targets.
+    scrape_configs: list[dict[str, Any]] = field(default_factory=list)
+    rule_files: list[Path] = field(default_factory=lambda: list(RULE_FILES))
+    interval: str = "1s"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,11 +45,14 @@ class PrometheusServer:
 
     def config(self) -> dict[str, Any]:
         return {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(path) for path in RULE_FILES],
+            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
+            "rule_files": [str(path) for path in self.rule_files],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
-                for job, target in self.targets.items()
+                *(
+                    {"job_name": job, "static_configs": [{"targets": [target]}]}
+                    for job, target in self.targets.items()
+                ),
+                *self.scrape_configs,
             ],
         }
 
@@ -77,6 +85,15 @@ class PrometheusServer:
             await eventually(ready, 30, interval=0.1, message="prometheus to be ready")
         return self
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[PrometheusServer]:
+        """Started for the block, stopped after it (also when the block fails)."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -101,6 +118,27 @@ class PrometheusServer:
         data = await self.api("query", query=promql)
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    async def query_range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[dict[str, Any]]:
+        # The step as a number of seconds: a duration string cannot say `1.0s` or `0.5s`.
+        data = await self.api(
+            "query_range", query=promql, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}"
+        )
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts (pending or firing), each with its labels and `state`."""
+        data = await self.api("alerts")
+        alerts: list[dict[str, Any]] = data["alerts"]
+        return alerts
+
+    async def targets_up(self) -> list[dict[str, Any]]:
+        data = await self.api("targets", state="active")
+        targets: list[dict[str, Any]] = data["activeTargets"]
+        return targets
 
     async def value(self, promql: str) -> float | None:
         """The single value of an instant query; None when it returns no series."""

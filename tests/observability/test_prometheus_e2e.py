@@ -94,11 +94,8 @@ async def test_prometheus_scrapes_every_service_and_evaluates_our_rules(
             )
         ),
     )
-    await prometheus.start()
-    try:
+    async with prometheus.running():
         await drive_and_check(stack, prometheus, worker_dir, api_dir)
-    finally:
-        prometheus.stop()
 
 
 async def drive_and_check(

@@ -22,7 +22,10 @@ import pytest
 
 # The session's cluster (tests/cluster) and image build (tests/images): one of each per session.
 # control_plane is the cluster OMS_E2E_KUBECONFIG names when it is set.
-from tests.cluster.conftest import control_plane  # noqa: F401 (requested by `node`)
+from tests.cluster.conftest import (
+    control_plane,  # noqa: F401 (requested by `node`)
+    prometheus_crds,  # noqa: F401 (monitored releases)
+)
 from tests.cluster.support import CLUSTER_SCRIPT, REPO, Kube
 from tests.e2e.node.support import Release, install, remove
 from tests.images.conftest import BuiltImages, built  # noqa: F401
@@ -108,3 +111,11 @@ def release(
             events = installed.kubectl("get", "events", "--sort-by=.lastTimestamp", check=False)
             print("\n".join(events.splitlines()[-40:]))
         remove(installed)
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[str]:
+    """The list the terminal summary prints. A test module's `from tests.e2e.node.conftest
+    import FIGURES` is another list: pytest imports this file as the module `conftest` (the
+    folder is no package), the import makes a second module of it."""
+    return FIGURES

@@ -18,7 +18,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,6 +296,46 @@ async def steady_load(
         finally:
             stop.set()
             await asyncio.gather(*tasks)
+
+
+async def all_of(*waits: Coroutine[Any, Any, object]) -> None:
+    """Wait for all; the first to fail cancels the others."""
+    async with asyncio.TaskGroup() as group:
+        for wait in waits:
+            group.create_task(wait)
+
+
+@contextlib.asynccontextmanager
+async def open_loop(
+    release: Release,
+    per_second: float,
+    send: Callable[[httpx.AsyncClient, int], Coroutine[Any, Any, None]],
+) -> AsyncIterator[None]:
+    """Requests through the ingress started at a fixed pace whatever the earlier ones take, as
+    real clients send them (a closed loop would slow down with the system and hide how many
+    requests a slow dependency delays). `send(http, tick)` makes the tick-th request (from 1)
+    and records its answer; those still running when the block ends are waited for."""
+    stop = asyncio.Event()
+
+    async def pace(http: httpx.AsyncClient) -> None:
+        running: set[asyncio.Task[None]] = set()
+        tick = 0
+        while not stop.is_set():
+            tick += 1
+            task = asyncio.create_task(send(http, tick))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1 / per_second)
+        await asyncio.gather(*running)
+
+    async with release.client() as http:
+        pacer = asyncio.create_task(pace(http))
+        try:
+            yield
+        finally:
+            stop.set()
+            await pacer
 
 
 def wait_for_pods(
