@@ -50,6 +50,10 @@ class EventSink(Protocol):
     def __call__(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
+def _private_pems(ring: KeyRing) -> set[bytes]:
+    return {ring.current.pem} | (set() if ring.staged is None else {ring.staged.pem})
+
+
 async def generate_key_pem(key_size: int) -> bytes:
     """RSA generation takes up to a second at 4096 bits: keep it off the event loop."""
     return await asyncio.to_thread(lambda: private_key_to_pem(generate_private_key(key_size)))
@@ -88,6 +92,10 @@ class OrderSystemController:
         self._reader = deps.reader_factory()
         self._reader_url: str | None = None
         self._secret_cache: tuple[str, SecretReading] | None = None
+        # Keys generated for a Secret that could not be written yet, reused by the next pass: a
+        # write failing at every retry must not cost a new RSA key (~1 CPU-second at 4096 bits)
+        # each time, and a key never published is as good as a new one.
+        self._unwritten_keys: list[tuple[int, bytes]] = []
         self._scaling: ScalingOutcome | None = None
         # Kept across operator restarts: the status is the only memory of the last scale.
         self._last_scale_time: str | None = (body.get("status") or {}).get("lastScaleTime")
@@ -208,6 +216,7 @@ class OrderSystemController:
             ring, actions = await self._advance_keys(reading, policy, now)
             if actions or (secret is not None and self.uid not in secret.owner_uids):
                 await self._write_secret(secret_name, secret, ring)
+                self._unwritten_keys = []
                 for action, reason in actions:
                     self._announce_key_action(action, reason, ring, secret_name)
         except KubeApiError as error:
@@ -238,6 +247,21 @@ class OrderSystemController:
         one pass); the Secret is then written once."""
         actions: list[tuple[KeyAction, str]] = []
         state = reading
+        in_secret = (
+            set() if reading is None or reading.ring is None else _private_pems(reading.ring)
+        )
+        spares = [
+            pem
+            for size, pem in self._unwritten_keys
+            if size == policy.key_size and pem not in in_secret
+        ]
+        used: list[tuple[int, bytes]] = []
+
+        async def new_key() -> bytes:
+            pem = spares.pop(0) if spares else await self._deps.generate_key(policy.key_size)
+            used.append((policy.key_size, pem))
+            return pem
+
         for _ in range(MAX_KEY_STEPS):
             plan = keys.plan_keys(state, policy, now)
             if plan.action is KeyAction.NONE:
@@ -245,12 +269,12 @@ class OrderSystemController:
             ring = state.ring if state is not None else None
             if plan.action in (KeyAction.CREATE, KeyAction.REPAIR) or ring is None:
                 salvaged = state.salvaged if state is not None else ()
-                pem = await self._deps.generate_key(policy.key_size)
+                pem = await new_key()
                 ring = await asyncio.to_thread(
                     keys.new_ring, pem, policy.key_size, now, policy, salvaged
                 )
             elif plan.action is KeyAction.STAGE:
-                pem = await self._deps.generate_key(policy.key_size)
+                pem = await new_key()
                 ring = await asyncio.to_thread(keys.stage, ring, pem, policy.key_size, now)
             elif plan.action is KeyAction.PROMOTE:
                 ring = keys.promote(ring, now, policy)
@@ -260,6 +284,7 @@ class OrderSystemController:
             state = SecretReading(ring)
         if state is None or state.ring is None:
             raise RuntimeError("key plan left no usable key ring")  # plan_keys never does this
+        self._unwritten_keys = used
         return state.ring, actions
 
     async def _write_secret(self, name: str, existing: SecretObject | None, ring: KeyRing) -> None:
