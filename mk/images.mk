@@ -1,7 +1,8 @@
 # Container images: one multi-target Dockerfile at the repository root (targets api, consumer,
 # worker, operator; <service>-dev for Tilt), built by scripts/images.py, which starts a Docker
 # engine when none answers (root on Debian/Ubuntu: installs docker.io if missing) and builds a
-# local Debian bookworm base when $(PYTHON_IMAGE) cannot be pulled. Also the development-only
+# local Debian bookworm base when the engine lacks $(PYTHON_IMAGE) (IMAGE_PULL=1: pull it first,
+# the only step that would reach a registry). Also the development-only
 # backing services of deploy/dev (PostgreSQL, Redis, RabbitMQ from Debian packages, as
 # oms-dev-<name>:bookworm) for Tilt and the end-to-end tests. See docs/kubernetes.md.
 #

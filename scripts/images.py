@@ -11,9 +11,10 @@
 No registry needs to be reachable. With no engine answering, and when running as root on Debian or
 Ubuntu, Debian's `docker.io` (the engine only: no systemd unit needed) is installed if missing and
 `dockerd` started in the background with its own data root (.tools/docker/, log
-.tools/docker/dockerd.log). When the configured base (`python:3.11-slim`) can be neither found
-locally nor pulled, a Debian bookworm base with its own Python 3.11 is made with debootstrap and
-`docker import` (~30 s) and the images build on that instead. See docs/kubernetes.md.
+.tools/docker/dockerd.log). When the configured base (`python:3.11-slim`) is not in the engine, a
+Debian bookworm base with its own Python 3.11 is made with debootstrap and `docker import` (~50 s)
+and the images build on that instead. A registry is asked for the configured base only when
+IMAGE_PULL=1 (`--pull`): nothing here reaches a registry unless told to. See docs/kubernetes.md.
 
 Builds use the classic builder when buildx is missing (Debian bookworm has no package for it): the
 Dockerfile therefore uses no `RUN --mount` and no `# syntax=` line (that would fetch a frontend
@@ -227,13 +228,22 @@ def build_local_base(reference: str = LOCAL_BASE) -> None:
             raise ImagesError("tar of the bookworm root filesystem failed")
 
 
-def ensure_base(configured: str) -> str:
-    """The base image to build on: the configured one if present or pullable, else ours."""
-    if image_exists(configured) or _pull(configured):
+def pull_allowed() -> bool:
+    """IMAGE_PULL=1: the configured bases may be pulled from a registry. Off by default, so that a
+    build reaches no registry (on a machine without one, a pull attempt only costs time)."""
+    return os.environ.get("IMAGE_PULL", "") in ("1", "true", "yes")
+
+
+def ensure_base(configured: str, *, pull: bool | None = None) -> str:
+    """The base image to build on: the configured one if present (or pulled, when allowed), else
+    ours, built from Debian's packages."""
+    if image_exists(configured) or (
+        (pull_allowed() if pull is None else pull) and _pull(configured)
+    ):
         return configured
     with _locked("base"):
         if not image_exists(LOCAL_BASE):
-            print(f"images: {configured} cannot be pulled; building {LOCAL_BASE}", flush=True)
+            print(f"images: {configured} is not in the engine; building {LOCAL_BASE}", flush=True)
             started = time.monotonic()
             build_local_base()
             print(f"images: {LOCAL_BASE} built in {time.monotonic() - started:.0f}s", flush=True)
@@ -394,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", default="")
     parser.add_argument("--tag", default="dev")
     parser.add_argument(
+        "--pull",
+        action="store_true",
+        default=pull_allowed(),
+        help="pull the configured base when the engine lacks it (default: IMAGE_PULL=1)",
+    )
+    parser.add_argument(
         "--ca-file",
         type=_ca_file,
         default=None,
@@ -411,10 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "engine":
             return 0
         if args.command == "backing":
-            for service, seconds in build_backing(ensure_base(BACKING_BASE)).items():
+            for service, seconds in build_backing(
+                ensure_base(BACKING_BASE, pull=args.pull)
+            ).items():
                 print(f"{backing_image_name(service)}\tbuilt in {seconds:.0f}s")
             return 0
-        base = ensure_base(args.base)
+        base = ensure_base(args.base, pull=args.pull)
         if args.command == "base":
             print(base)
             return 0

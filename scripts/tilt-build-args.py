@@ -1,9 +1,9 @@
 """The build arguments the Tiltfile gives every `docker_build`, chosen as `make images` chooses
 them (scripts/images.py), printed as one JSON object:
 
-    PYTHON_IMAGE     python:3.11-slim (or $PYTHON_IMAGE) when present, else the local Debian
-                     bookworm base scripts/images.py builds when no registry is reachable, else
-                     what scripts/images.py picks (a pull, or that base built)
+    PYTHON_IMAGE     python:3.11-slim (or $PYTHON_IMAGE) when the engine has it, else the local
+                     Debian bookworm base scripts/images.py builds (pulled first only with
+                     IMAGE_PULL=1)
     EXTRA_CA_CERTS   the certificates of SSL_CERT_FILE (a TLS-intercepting proxy's CA) that the
                      base image lacks; absent when SSL_CERT_FILE is unset
 
@@ -26,7 +26,7 @@ import images
 
 def base_image() -> str:
     configured = os.environ.get("PYTHON_IMAGE", images.DEFAULT_BASE)
-    # The local base, once `make images` made it, saves a pull attempt at every Tiltfile load.
+    # The local base, once `make images` made it, is what ensure_base would pick anyway.
     for present in (configured, images.LOCAL_BASE):
         if images.image_exists(present):
             return present
