@@ -24,6 +24,7 @@ import pytest
 # control_plane is the cluster OMS_E2E_KUBECONFIG names when it is set.
 from tests.cluster.conftest import (
     control_plane,  # noqa: F401 (requested by `node`)
+    own_node,  # noqa: F401 (tests that reach into this host's node)
     prometheus_crds,  # noqa: F401 (monitored releases)
 )
 from tests.cluster.support import CLUSTER_SCRIPT, REPO, Kube
