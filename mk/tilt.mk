@@ -16,7 +16,8 @@ $(TILT_BUILT): | install
 
 # Port 9 of loopback: nothing listens there (the node's containerd is sent to the same place).
 # The launcher needs no binary to be written: the test run builds Tilt in the background
-# (BACKGROUND_TOOLS, mk/cluster.mk) and waits for it before the node suite.
+# (BACKGROUND_TOOLS, mk/cluster.mk, after the node's tools) and waits for it before Tilt's tests,
+# which run last (tests/ordering.py).
 # It names the version's path: a bump (layout.py) rewrites it.
 $(TILT): mk/tilt.mk scripts/localcluster/layout.py
 	@mkdir -p $(dir $@)

@@ -32,6 +32,9 @@ from tests.cluster.support import REPO, Kube, wait_until
 from tests.e2e.node.support import create_namespace
 from tests.harness import free_port
 
+# Last in the run: Tilt is compiled during it (tests/ordering.py).
+pytestmark = pytest.mark.tilt
+
 TILT = Path(os.environ.get("TILT_BIN") or REPO / ".tools" / "bin" / "tilt")
 # What the Tiltfile reads and Tilt builds from; the snapshot holds these and nothing else.
 WORKSPACE_ENTRIES = (
