@@ -1,6 +1,7 @@
 """Which test makes each alert of observability/prometheus/*.rules.yaml fire for real: the failure
 the alert is about, induced on a running system (a release on the node, or the embedded mode on
-the host), the alert seen pending, then firing, then resolved once the failure is undone.
+the host), the alert seen pending, then firing, then resolved once the failure is undone. The two
+incidents on the node run side by side in tests/e2e/node/test_alerts.py.
 
 tests/observability/test_alert_catalog.py (fast) fails when an alert of the rules is not in
 this catalog, when its module does not exist, or when the module never names the alert; so a
@@ -11,13 +12,13 @@ Plain data only: the fast tier imports this module without the node suite's depe
 
 from __future__ import annotations
 
-API_MODULE = "tests/e2e/node/test_alerts_api.py"
+API_MODULE = "tests/e2e/node/incident_api.py"
 EMBEDDED_MODULE = "tests/observability/test_alerts_embedded.py"
-# The second alert module (broker down, backlog, operator); its owner keeps these entries.
-PIPELINE_MODULE = "tests/e2e/node/test_alerts_pipeline.py"
+# Broker down, backlog, operator.
+PIPELINE_MODULE = "tests/e2e/node/incident_pipeline.py"
 
 INDUCED_BY: dict[str, str] = {
-    # API and dead letters: tests/e2e/node/test_alerts_api.py
+    # API and dead letters.
     "OmsApiHighErrorRate": API_MODULE,
     "OmsApiErrorBudgetBurnFast": API_MODULE,
     "OmsApiErrorBudgetBurnSlow": API_MODULE,

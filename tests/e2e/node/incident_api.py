@@ -49,10 +49,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from tests.conftest import Account
 from tests.e2e.node.monitoring import (
     MONITORED_RELEASE_SETS,
@@ -81,8 +79,6 @@ from tests.pipeline.support import (
 )
 
 # The release needs the ServiceMonitor and PrometheusRule CRDs before it is installed.
-pytestmark = pytest.mark.usefixtures("prometheus_crds")
-
 INDUCED = (
     "OmsApiHighErrorRate",
     "OmsApiErrorBudgetBurnFast",
@@ -375,14 +371,13 @@ async def processed(release: Release, order_ids: list[str]) -> bool:
     return all(rows[uuid.UUID(order_id)].processed for order_id in order_ids)
 
 
-# --- the test -------------------------------------------------------------------------------------
+# --- the incident ---------------------------------------------------------------------------------
 
 
-async def test_api_dead_letter_and_service_down_alerts_fire_on_real_failures(
-    own_node: dict[str, Any],  # freezes PostgreSQL through the node's cgroups: skips before install
-    release: Release,
-    tmp_path: Path,
-) -> None:
+async def api_incident(release: Release, tmp_path: Path) -> None:
+    """The three failures above on `release` (installed with RELEASE_SETS), each alert seen
+    pending, firing and resolved. Freezes containers through the node's cgroups: needs the node
+    of this host."""
     cycles: dict[str, Cycle] = {}
     notes: list[str] = []
     origin = time.time()

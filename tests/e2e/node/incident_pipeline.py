@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from tests.conftest import Account
 from tests.e2e.node.monitoring import (
@@ -65,8 +64,6 @@ from tests.pipeline.support import (
 )
 
 # The release needs the ServiceMonitor and PrometheusRule CRDs before it is installed.
-pytestmark = pytest.mark.usefixtures("prometheus_crds")
-
 FACTOR = 30
 EVALUATION_INTERVAL = SCRAPE_INTERVAL_SECONDS
 ROTATION_OVERDUE_SECONDS = 3600
@@ -253,9 +250,9 @@ async def set_rule_verbs(release: Release, role: str, index: int, verbs: list[st
 # --- the incident ---------------------------------------------------------------------------------
 
 
-async def test_broker_outage_slow_workers_and_denied_key_writes_alert_then_resolve(
-    release: Release, tmp_path: Path
-) -> None:
+async def pipeline_incident(release: Release, tmp_path: Path) -> None:
+    """The incident above on `release` (installed with RELEASE_SETS and RELEASE_SET_JSON), each
+    alert seen pending, firing and resolved."""
     cycles: dict[str, Cycle] = {}
     notes: list[str] = []
     origin = time.time()
